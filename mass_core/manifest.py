@@ -1,0 +1,145 @@
+"""The manifest stage: one table per dataset of every usable case.
+
+Reads the standardized cases' ``meta.json`` files (and an optional case table
+with classification labels and fixed splits), assigns deterministic
+train/val/test splits, and writes ``manifest.parquet`` plus ``skipped.csv``,
+which lists every case left out and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from mass_core.atomic import write_with
+
+__all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_manifest"]
+
+SPLITS = ("train", "val", "test")
+SKIPPED_COLUMNS = ["case_id", "stage", "reason"]
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """How cases without a fixed split are divided (config key ``splits``).
+
+    Args:
+        val_fraction: share of cases for validation (model selection).
+        test_fraction: share of cases held out for the final numbers only.
+        seed: seed of the permutation; the same ids and seed give the same splits.
+    """
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.val_fraction < 0 or self.test_fraction < 0 or self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction and test_fraction must be >= 0 and sum below 1, got {self.val_fraction}, {self.test_fraction}")
+
+
+def read_case_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a case table: ``case_id`` plus optional ``class_label`` and ``split`` columns."""
+    table = pd.read_csv(path, dtype={"case_id": str})
+    if "case_id" not in table.columns:
+        raise ValueError(f"{path}: a case table needs a 'case_id' column, found {list(table.columns)}")
+    if table["case_id"].duplicated().any():
+        raise ValueError(f"{path}: duplicate case ids {sorted(table.loc[table['case_id'].duplicated(), 'case_id'])}")
+    if "split" in table.columns:
+        bad = sorted(set(table["split"].dropna()) - set(SPLITS))
+        if bad:
+            raise ValueError(f"{path}: unknown split names {bad}; expected {SPLITS}")
+    return table
+
+
+def assign_splits(case_ids: Iterable[str], strata: dict[str, int], fixed: dict[str, str], params: SplitParams) -> dict[str, str]:
+    """Assign each case to train, val or test.
+
+    Cases in ``fixed`` keep their split. The others are shuffled with
+    ``params.seed`` within each stratum (classification label, so that every
+    split sees every class) and cut by the fractions, rounded per stratum.
+
+    Args:
+        case_ids: all usable case ids.
+        strata: case id -> stratum (for example the class label); missing ids share one stratum.
+        fixed: case id -> split given by the dataset.
+    """
+    rng = np.random.default_rng(params.seed)
+    splits = {cid: fixed[cid] for cid in case_ids if cid in fixed}
+    free = sorted(cid for cid in case_ids if cid not in fixed)
+    groups: dict[int, list[str]] = {}
+    for cid in free:
+        groups.setdefault(strata.get(cid, -1), []).append(cid)
+    for stratum in sorted(groups):
+        members = [groups[stratum][i] for i in rng.permutation(len(groups[stratum]))]
+        n_test = int(round(params.test_fraction * len(members)))
+        n_val = int(round(params.val_fraction * len(members)))
+        for position, cid in enumerate(members):
+            splits[cid] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+    return splits
+
+
+def build_manifest(
+    meta_paths: Iterable[str | os.PathLike],
+    manifest_path: str | os.PathLike,
+    skipped_path: str | os.PathLike,
+    params: SplitParams,
+    case_table: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Write ``manifest.parquet`` and ``skipped.csv`` from standardized cases.
+
+    Args:
+        meta_paths: each case's ``meta.json`` (its folder holds ``image.npy``).
+        case_table: optional CSV with ``class_label`` and/or ``split`` per case.
+
+    Returns:
+        the manifest, one row per usable case, sorted by case id.
+    """
+    metas = [json.loads(Path(p).read_text(encoding="utf-8")) | {"_dir": str(Path(p).parent)} for p in meta_paths]
+    table = read_case_table(case_table) if case_table else pd.DataFrame(columns=["case_id"])
+    class_labels = {str(k): int(v) for k, v in zip(table["case_id"], table.get("class_label", pd.Series(dtype=float))) if pd.notna(v)}
+    fixed = {str(k): str(v) for k, v in zip(table["case_id"], table.get("split", pd.Series(dtype=object))) if pd.notna(v)}
+    usable = sorted((m for m in metas if m["status"] == "ok"), key=lambda m: m["case_id"])
+    skipped = [{"case_id": m["case_id"], "stage": m.get("stage", "standardize"), "reason": m["reason"]} for m in metas if m["status"] != "ok"]
+    splits = assign_splits([m["case_id"] for m in usable], class_labels, fixed, params)
+    manifest = pd.DataFrame([_row(m, splits[m["case_id"]], class_labels.get(m["case_id"], -1)) for m in usable])
+    write_with(manifest_path, lambda tmp: manifest.to_parquet(tmp, index=False))
+    skipped_frame = pd.DataFrame(sorted(skipped, key=lambda r: r["case_id"]), columns=SKIPPED_COLUMNS)
+    write_with(skipped_path, lambda tmp: skipped_frame.to_csv(tmp, index=False))
+    return manifest
+
+
+def _row(meta: dict[str, Any], split: str, class_label: int) -> dict[str, Any]:
+    folder = Path(meta["_dir"])
+    has_label = meta["source"]["label"] is not None
+    row: dict[str, Any] = {
+        "case_id": meta["case_id"],
+        "image": str(folder / "image.npy"),
+        "label": str(folder / "label.npy") if has_label else "",
+        "meta": str(folder / "meta.json"),
+        "modality": meta["modality"],
+        "split": split,
+        "class_label": class_label,
+        "label_classes": list(meta["label_classes"]),
+    }
+    for axis, name in enumerate("xyz"):
+        row[f"shape_{name}"] = int(meta["shape"][axis])
+        row[f"spacing_{name}"] = float(meta["spacing"][axis])
+        row[f"original_spacing_{name}"] = float(meta["original"]["spacing"][axis])
+    return row
+
+
+def read_manifest(path: str | os.PathLike, split: str | None = None) -> pd.DataFrame:
+    """Read a dataset manifest, optionally only one split."""
+    manifest = pd.read_parquet(path)
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        manifest = manifest[manifest["split"] == split].reset_index(drop=True)
+    return manifest

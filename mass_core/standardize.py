@@ -1,0 +1,232 @@
+"""The standardize stage: one raw case in, one training-ready case out.
+
+Per case: validate, resample onto an axis-aligned RAS grid at the target
+spacing (linear for images, nearest for labels), crop to the foreground ROI
+with a margin (an intensity threshold, never the ground truth), normalise
+intensities by modality, and save ``image.npy`` (+ ``label.npy``) with a
+``meta.json`` that maps predictions back to the original image space.
+See ``docs/data_format.md`` for the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from mass_core.atomic import write_json, write_npy
+from mass_core.datasets import CaseSource
+from mass_core.errors import CaseError
+from mass_core.geometry import Grid, ras_grid_covering, resample_to_grid
+from mass_core.imageio import read_image
+from mass_core.validation import check_image, check_label, image_array
+
+__all__ = ["MODALITIES", "StandardizeParams", "foreground_box", "normalise", "run_standardize", "standardize_case"]
+
+MODALITIES = ("CT", "MR", "PET")
+
+
+@dataclass(frozen=True)
+class StandardizeParams:
+    """Settings of the standardize stage (config key ``standardize``).
+
+    Args:
+        spacing_mm: target voxel spacing (X, Y, Z) in mm.
+        ct_clip_hu: CT intensity window in HU applied before the z-score.
+        percentiles: MR/PET clipping percentiles, computed inside the foreground.
+        ct_foreground_hu: CT voxels above this value (HU) count as foreground (body).
+        foreground_fraction: MR/PET voxels above ``p_lo + fraction * (p_hi - p_lo)``
+            count as foreground.
+        margin_mm: margin kept around the foreground bounding box, in mm.
+    """
+
+    spacing_mm: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    ct_clip_hu: tuple[float, float] = (-991.0, 500.0)
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    ct_foreground_hu: float = -500.0
+    foreground_fraction: float = 0.1
+    margin_mm: float = 10.0
+
+    def __post_init__(self) -> None:
+        if len(self.spacing_mm) != 3 or min(self.spacing_mm) <= 0:
+            raise ValueError(f"spacing_mm must be three positive numbers, got {self.spacing_mm}")
+        if self.ct_clip_hu[0] >= self.ct_clip_hu[1]:
+            raise ValueError(f"ct_clip_hu must be increasing, got {self.ct_clip_hu}")
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= lo < hi <= 100, got {self.percentiles}")
+        if not 0 <= self.foreground_fraction < 1:
+            raise ValueError(f"foreground_fraction must be in [0, 1), got {self.foreground_fraction}")
+        if self.margin_mm < 0:
+            raise ValueError(f"margin_mm must be >= 0, got {self.margin_mm}")
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> StandardizeParams:
+        """Build from the config's ``standardize`` section (extra keys are ignored)."""
+        return cls(
+            spacing_mm=tuple(float(v) for v in section.get("spacing", cls.spacing_mm)),
+            ct_clip_hu=tuple(float(v) for v in section.get("ct_clip_hu", cls.ct_clip_hu)),
+            percentiles=tuple(float(v) for v in section.get("percentiles", cls.percentiles)),
+            ct_foreground_hu=float(section.get("ct_foreground_hu", cls.ct_foreground_hu)),
+            foreground_fraction=float(section.get("foreground_fraction", cls.foreground_fraction)),
+            margin_mm=float(section.get("margin_mm", cls.margin_mm)),
+        )
+
+
+def foreground_box(
+    array: np.ndarray, threshold: float, spacing_mm: tuple[float, float, float], margin_mm: float, case_id: str
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Half-open box ``((i0, i1), (j0, j1), (k0, k1))`` around the body plus a margin.
+
+    The body is the largest connected component above ``threshold``, so that
+    scanner-table fragments and noise specks in the air do not widen the box.
+
+    Raises:
+        CaseError: no voxel lies above the threshold.
+    """
+    mask = array > threshold
+    if not mask.any():
+        raise CaseError(case_id, f"no foreground: no voxel above the threshold {threshold:g}")
+    components, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        mask = components == int(sizes.argmax())
+    margin = [int(np.ceil(margin_mm / s)) for s in spacing_mm]
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        lo = max(int(present[0]) - margin[axis], 0)
+        hi = min(int(present[-1]) + 1 + margin[axis], array.shape[axis])
+        box.append((lo, hi))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def normalise(
+    array: np.ndarray, foreground: np.ndarray, modality: str, params: StandardizeParams, case_id: str
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Clip and z-score ``array`` by modality; statistics come from ``foreground`` voxels.
+
+    CT is clipped to ``params.ct_clip_hu``; MR and PET to the foreground's
+    ``params.percentiles``. Mean and standard deviation are taken over the
+    clipped foreground, so that the amount of air in the field of view does
+    not change the scale.
+
+    Returns:
+        the float32 normalised array and the statistics used (``clip_lo``,
+        ``clip_hi``, ``mean``, ``std``).
+    """
+    if modality == "CT":
+        lo, hi = params.ct_clip_hu
+    else:
+        lo, hi = (float(v) for v in np.percentile(array[foreground], params.percentiles))
+    clipped = np.clip(array, lo, hi)
+    values = clipped[foreground]
+    mean, std = float(values.mean()), float(values.std())
+    if std <= 1e-6 * max(1.0, abs(mean)):
+        raise CaseError(case_id, f"foreground intensities are constant after clipping to [{lo:g}, {hi:g}]")
+    normalised = ((clipped - mean) / std).astype(np.float32)
+    return normalised, {"clip_lo": float(lo), "clip_hi": float(hi), "mean": mean, "std": std}
+
+
+def _foreground_threshold(array: np.ndarray, modality: str, params: StandardizeParams) -> float:
+    if modality == "CT":
+        return params.ct_foreground_hu
+    lo, hi = np.percentile(array, params.percentiles)
+    return float(lo + params.foreground_fraction * (hi - lo))
+
+
+def standardize_case(case: CaseSource, out_dir: str | os.PathLike, params: StandardizeParams) -> dict[str, Any]:
+    """Standardize one case into ``out_dir`` and return its metadata.
+
+    Writes ``image.npy``, ``label.npy`` (labeled cases) and ``meta.json``
+    (written last, so its presence marks a complete case).
+
+    Raises:
+        CaseError: the case fails validation (see :mod:`mass_core.validation`).
+    """
+    if case.modality not in MODALITIES:
+        raise CaseError(case.case_id, f"unknown modality {case.modality!r}; expected one of {MODALITIES}")
+    image = read_image(case.image, case.case_id)
+    check_image(image, case.case_id)
+    label = None
+    if case.label is not None:
+        label_values = check_label(read_image(case.label, case.case_id), image, case.case_id)
+        # Rebuilt from the validated integer voxels, so that a label stored as
+        # float resamples as class ids.
+        label = sitk.GetImageFromArray(np.ascontiguousarray(label_values.transpose(2, 1, 0)))
+        label.CopyInformation(image)
+
+    grid = ras_grid_covering(image, params.spacing_mm)
+    resampled = image_array(resample_to_grid(image, grid, sitk.sitkLinear, sitk.sitkFloat32, _air_value(image, case)))
+    threshold = _foreground_threshold(resampled, case.modality, params)
+    box = foreground_box(resampled, threshold, params.spacing_mm, params.margin_mm, case.case_id)
+    crop = tuple(slice(lo, hi) for lo, hi in box)
+    cropped = resampled[crop]
+    normalised, stats = normalise(cropped, cropped > threshold, case.modality, params, case.case_id)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_npy(out_dir / "image.npy", normalised)
+    label_classes: list[int] = []
+    if label is not None:
+        label_array = image_array(resample_to_grid(label, grid, sitk.sitkNearestNeighbor, label.GetPixelID(), 0))[crop]
+        label_classes = [int(v) for v in np.unique(label_array) if v > 0]
+        write_npy(out_dir / "label.npy", label_array)
+    meta = {
+        "status": "ok",
+        "case_id": case.case_id,
+        "modality": case.modality,
+        "source": {"image": str(case.image), "label": str(case.label) if case.label is not None else None},
+        "original": Grid.of(image).to_dict(),
+        "grid": grid.to_dict(),
+        "crop_box": [list(b) for b in box],
+        "shape": list(normalised.shape),
+        "spacing": list(params.spacing_mm),
+        "foreground_threshold": threshold,
+        "intensity": stats,
+        "label_classes": label_classes,
+        "params": dataclasses.asdict(params),
+    }
+    write_json(out_dir / "meta.json", meta)
+    return meta
+
+
+def _air_value(image: sitk.Image, case: CaseSource) -> float:
+    # Voxels outside the original field of view are filled with the darkest
+    # value, so that they never count as foreground.
+    if case.modality == "CT":
+        return -1024.0
+    return float(sitk.GetArrayViewFromImage(image).min())
+
+
+def run_standardize(case: CaseSource, out_dir: str | os.PathLike, params: StandardizeParams, on_error: str) -> dict[str, Any]:
+    """Standardize ``case``; on bad input fail or record a skipped case, as ``on_error`` says.
+
+    Args:
+        on_error: ``"fail"`` exits with the one-line reason; ``"skip"`` writes a
+            ``meta.json`` with ``"status": "skipped"`` and the reason, which the
+            manifest stage lists in ``skipped.csv``.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    try:
+        return standardize_case(case, out_dir, params)
+    except CaseError as err:
+        if on_error == "fail":
+            raise SystemExit(f"standardize failed: {err}") from None
+        print(f"skipped: {err}", file=sys.stderr)
+        out_dir = Path(out_dir)
+        for stale in ("image.npy", "label.npy"):
+            (out_dir / stale).unlink(missing_ok=True)
+        meta = {"status": "skipped", "case_id": case.case_id, "stage": "standardize", "reason": err.reason,
+                "source": {"image": str(case.image), "label": str(case.label) if case.label is not None else None}}
+        write_json(out_dir / "meta.json", meta)
+        return meta

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from mass_core.datasets import CaseSource, list_cases
+from mass_core.errors import CaseError
+from mass_core.imageio import read_image
+from mass_core.standardize import StandardizeParams, standardize_case
+
+from conftest import make_image
+
+
+def _volume(seed=0):
+    rng = np.random.default_rng(seed)
+    array = np.full((20, 18, 12), -1000, np.int16)
+    array[3:17, 3:15, 2:10] = rng.integers(0, 80, size=(14, 12, 8))
+    return make_image(array, spacing=(0.9, 1.1, 2.5), origin=(-10.0, 20.0, 5.0))
+
+
+def write_dicom_series(image: sitk.Image, folder) -> None:
+    """Write ``image`` as a CT DICOM series, one file per axial slice."""
+    folder.mkdir(parents=True)
+    cast = sitk.Cast(image, sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    direction = image.GetDirection()
+    series_tags = [
+        ("0008|0060", "CT"),
+        ("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1234567890"),
+        ("0020|000d", "1.2.826.0.1.3680043.2.1125.1.1234567891"),
+        ("0020|0037", "\\".join(str(v) for v in direction[0:3] + direction[3:6])),
+        ("0028|0030", f"{image.GetSpacing()[1]}\\{image.GetSpacing()[0]}"),
+        ("0018|0050", str(image.GetSpacing()[2])),
+    ]
+    for k in range(cast.GetDepth()):
+        slice_image = cast[:, :, k]
+        for tag, value in series_tags:
+            slice_image.SetMetaData(tag, value)
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        slice_image.SetMetaData("0020|0032", "\\".join(str(v) for v in position))
+        slice_image.SetMetaData("0020|0013", str(k + 1))
+        slice_image.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.1.1234567892.{k + 1}")
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(slice_image)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", "dicom"])
+def test_every_format_reads_to_the_same_voxels_and_geometry(tmp_path, suffix):
+    image = _volume()
+    if suffix == "dicom":
+        path = tmp_path / "series"
+        write_dicom_series(image, path)
+    else:
+        path = tmp_path / f"case{suffix}"
+        sitk.WriteImage(image, str(path))
+    read = read_image(path, "c")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
+    np.testing.assert_allclose(read.GetSpacing(), image.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(read.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(read.GetDirection(), image.GetDirection(), atol=1e-6)
+
+
+def test_dicom_series_standardizes_like_its_nifti(tmp_path):
+    image = _volume()
+    write_dicom_series(image, tmp_path / "series")
+    sitk.WriteImage(image, str(tmp_path / "case.nii.gz"))
+    a = standardize_case(CaseSource("d", tmp_path / "series", None, "CT"), tmp_path / "a", StandardizeParams())
+    b = standardize_case(CaseSource("n", tmp_path / "case.nii.gz", None, "CT"), tmp_path / "b", StandardizeParams())
+    assert a["crop_box"] == b["crop_box"]
+    np.testing.assert_allclose(np.load(tmp_path / "a" / "image.npy"), np.load(tmp_path / "b" / "image.npy"), atol=1e-4)
+
+
+def test_folder_with_two_series_is_rejected(tmp_path):
+    write_dicom_series(_volume(), tmp_path / "series")
+    other = tmp_path / "other"
+    write_dicom_series(_volume(1), other)
+    for path in other.iterdir():
+        data = path.read_bytes().replace(b"1.2.826.0.1.3680043.2.1125.1.1234567890", b"1.2.826.0.1.3680043.2.1125.1.9999999990")
+        (tmp_path / "series" / f"x{path.name}").write_bytes(data)
+    with pytest.raises(CaseError, match="2 DICOM series"):
+        read_image(tmp_path / "series", "two")
+
+
+def test_folder_layout_pairs_images_and_labels_by_case_id(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("b.nrrd", "a.nii.gz", "c.mha"):
+        sitk.WriteImage(_volume(), str(tmp_path / "images" / name))
+    sitk.WriteImage(_volume(), str(tmp_path / "labels" / "a.nii.gz"))
+    write_dicom_series(_volume(), tmp_path / "images" / "d")
+    cases = list_cases({"layout": "folder", "root": str(tmp_path), "modality": "MR"})
+    assert [c.case_id for c in cases] == ["a", "b", "c", "d"]
+    assert cases[0].label == tmp_path / "labels" / "a.nii.gz" and cases[1].label is None
+    assert cases[3].image.is_dir() and all(c.modality == "MR" for c in cases)
+
+
+def test_nnunet_layout(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    for cid in ("liver_001", "liver_000"):
+        sitk.WriteImage(_volume(), str(tmp_path / "imagesTr" / f"{cid}_0000.nii.gz"))
+        sitk.WriteImage(_volume(), str(tmp_path / "imagesTr" / f"{cid}_0001.nii.gz"))
+        sitk.WriteImage(_volume(), str(tmp_path / "labelsTr" / f"{cid}.nii.gz"))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0, "liver": 1}, "file_ending": ".nii.gz"}))
+    cases = list_cases({"layout": "nnunet", "root": str(tmp_path), "modality": "auto"})
+    assert [c.case_id for c in cases] == ["liver_000", "liver_001"]
+    assert cases[0].image.name == "liver_000_0000.nii.gz" and cases[0].label.name == "liver_000.nii.gz"
+    assert cases[0].modality == "CT"
+
+
+def test_msd_layout(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    for cid in ("spleen_2", "spleen_10"):
+        sitk.WriteImage(_volume(), str(tmp_path / "imagesTr" / f"{cid}.nii.gz"))
+        sitk.WriteImage(_volume(), str(tmp_path / "labelsTr" / f"{cid}.nii.gz"))
+    info = {"modality": {"0": "MRI"}, "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ("spleen_2", "spleen_10")]}
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    cases = list_cases({"layout": "msd", "root": str(tmp_path), "modality": "auto"})
+    assert [c.case_id for c in cases] == ["spleen_10", "spleen_2"]
+    assert all(c.modality == "MR" and c.label.exists() for c in cases)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"layout": "zip", "root": "."}, "unknown dataset layout"),
+        ({"layout": "folder", "root": "/nonexistent", "modality": "CT"}, "no images found"),
+        ({"layout": "msd", "root": "/nonexistent", "modality": "CT"}, "has no dataset.json"),
+    ],
+)
+def test_bad_dataset_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        list_cases(spec)
+
+
+def test_duplicate_case_in_folder_is_rejected(tmp_path):
+    (tmp_path / "images").mkdir()
+    sitk.WriteImage(_volume(), str(tmp_path / "images" / "a.nii.gz"))
+    sitk.WriteImage(_volume(), str(tmp_path / "images" / "a.nrrd"))
+    with pytest.raises(ValueError, match="two files for case 'a'"):
+        list_cases({"layout": "folder", "root": str(tmp_path), "modality": "CT"})

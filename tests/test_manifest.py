@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from mass_core.manifest import SplitParams, assign_splits, build_manifest, read_case_table, read_manifest
+
+
+def _meta(folder, case_id, status="ok"):
+    folder.mkdir(parents=True)
+    meta = {"status": status, "case_id": case_id, "source": {"image": "x", "label": "y"}}
+    if status == "ok":
+        meta |= {"modality": "CT", "label_classes": [1, 3], "shape": [10, 11, 12], "spacing": [1.5, 1.5, 1.5],
+                 "original": {"spacing": [0.8, 0.8, 2.5]}}
+    else:
+        meta |= {"stage": "standardize", "reason": "image is constant"}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder / "meta.json"
+
+
+def test_splits_are_deterministic_stratified_and_cover_every_case():
+    ids = [f"c{i:02d}" for i in range(24)]
+    strata = {cid: i % 2 for i, cid in enumerate(ids)}
+    params = SplitParams(val_fraction=0.15, test_fraction=0.25, seed=3)
+    first = assign_splits(ids, strata, {}, params)
+    assert first == assign_splits(list(reversed(ids)), strata, {}, params)
+    assert set(first) == set(ids)
+    for stratum in (0, 1):
+        members = [first[c] for c in ids if strata[c] == stratum]
+        assert members.count("test") == 3 and members.count("val") == 2 and members.count("train") == 7
+    assert first != assign_splits(ids, strata, {}, SplitParams(val_fraction=0.15, test_fraction=0.25, seed=4))
+
+
+def test_fixed_splits_are_kept():
+    ids = ["a", "b", "c", "d"]
+    splits = assign_splits(ids, {}, {"a": "test", "b": "test"}, SplitParams(val_fraction=0.0, test_fraction=0.0))
+    assert splits == {"a": "test", "b": "test", "c": "train", "d": "train"}
+
+
+@pytest.mark.parametrize("val, test", [(-0.1, 0.2), (0.5, 0.5)])
+def test_split_params_reject_bad_fractions(val, test):
+    with pytest.raises(ValueError, match="val_fraction"):
+        SplitParams(val_fraction=val, test_fraction=test)
+
+
+def test_manifest_lists_usable_cases_and_reports_skipped_ones(tmp_path):
+    metas = [_meta(tmp_path / f"std/{cid}", cid) for cid in ("b", "a", "c", "d")] + [_meta(tmp_path / "std/bad", "bad", "skipped")]
+    pd.DataFrame({"case_id": ["a", "b", "c", "d", "bad"], "class_label": [1, 0, 1, 0, 1]}).to_csv(tmp_path / "classes.csv", index=False)
+    manifest = build_manifest(metas, tmp_path / "manifest.parquet", tmp_path / "skipped.csv", SplitParams(), tmp_path / "classes.csv")
+    assert list(manifest["case_id"]) == ["a", "b", "c", "d"]
+    assert list(manifest["class_label"]) == [1, 0, 1, 0]
+    assert manifest.loc[0, "image"].endswith("std/a/image.npy") and list(manifest.loc[0, "label_classes"]) == [1, 3]
+    assert manifest.loc[0, "original_spacing_z"] == 2.5
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert skipped.to_dict("records") == [{"case_id": "bad", "stage": "standardize", "reason": "image is constant"}]
+    stored = read_manifest(tmp_path / "manifest.parquet")
+    assert stored.drop(columns="label_classes").equals(manifest.drop(columns="label_classes"))
+    assert [list(v) for v in stored["label_classes"]] == [[1, 3]] * 4
+    assert set(read_manifest(tmp_path / "manifest.parquet", "train")["split"]) <= {"train"}
+
+
+def test_skipped_csv_exists_when_nothing_was_skipped(tmp_path):
+    build_manifest([_meta(tmp_path / "a", "a")], tmp_path / "m.parquet", tmp_path / "s.csv", SplitParams())
+    assert pd.read_csv(tmp_path / "s.csv").empty
+
+
+def test_case_table_with_unknown_split_is_rejected(tmp_path):
+    pd.DataFrame({"case_id": ["a"], "split": ["holdout"]}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match="unknown split names"):
+        read_case_table(tmp_path / "t.csv")

@@ -1,0 +1,97 @@
+"""The Snakemake workflow: dry runs, lint, and real runs on tiny configs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from conftest import make_image
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
+
+
+def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.mark.parametrize("configfile", [None, ".test/config.yaml"])
+def test_dry_run_plans_every_stage(configfile):
+    extra = ["--configfile", configfile] if configfile else []
+    out = snakemake("--dry-run", "--forceall", "all", *extra).stdout
+    n_cases = yaml.safe_load((REPO / (configfile or "config/config.yaml")).read_text())["datasets"]["phantom"]["phantom"]["n_cases"]
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["standardize"] == n_cases and counts["manifest"] == 1
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_schema_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"standardize": {"spacnig": [1, 1, 1]}}))
+    result = snakemake("-n", "all", "--configfile", str(bad), check=False)
+    assert result.returncode != 0 and "spacnig" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_tiny_config_standardizes_for_real():
+    snakemake("--cores", "2", "--forcerun", "manifest", "all", "--configfile", ".test/config.yaml")
+    manifest = pd.read_parquet(REPO / ".test/results/phantom/manifest.parquet")
+    assert len(manifest) == 6 and set(manifest["split"]) == {"train", "val", "test"}
+    for row in manifest.itertuples():
+        image = np.load(row.image, mmap_mode="r")
+        label = np.load(row.label, mmap_mode="r")
+        assert image.shape == label.shape == (row.shape_x, row.shape_y, row.shape_z)
+        assert abs(float(image[label > 0].mean())) < 3 and set(np.unique(label)) >= {0, 1, 2, 3, 4, 5, 6}
+    # A second run has nothing to do.
+    assert "Nothing to be done" in snakemake("--cores", "2", "all", "--configfile", ".test/config.yaml").stderr
+
+
+def _body(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    array = np.full((24, 24, 16), -1000, np.int16)
+    array[4:20, 4:20, 3:13] = rng.integers(0, 100, size=(16, 16, 10))
+    return array
+
+
+@pytest.mark.slow
+def test_bad_cases_are_skipped_and_reported_not_lost(tmp_path):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for cid in ("good_a", "good_b", "good_c"):
+        sitk.WriteImage(make_image(_body(len(cid))), str(root / "images" / f"{cid}.nii.gz"))
+    sitk.WriteImage(make_image(np.zeros((24, 24, 16), np.int16)), str(root / "images" / "flat.nii.gz"))
+    sitk.WriteImage(make_image(_body(1)), str(root / "images" / "mislabeled.nii.gz"))
+    sitk.WriteImage(make_image(np.zeros((24, 24, 15), np.uint8)), str(root / "labels" / "mislabeled.nii.gz"))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
+                                      "datasets": {"mixed": {"layout": "folder", "root": str(root), "modality": "CT"}}}))
+    target = str(tmp_path / "results" / "mixed" / "manifest.parquet")
+    snakemake("--cores", "2", target, "--configfile", str(config))
+    manifest = pd.read_parquet(target)
+    assert sorted(manifest["case_id"]) == ["good_a", "good_b", "good_c"]
+    skipped = pd.read_csv(tmp_path / "results" / "mixed" / "skipped.csv").set_index("case_id")
+    assert sorted(skipped.index) == ["flat", "mislabeled"]
+    assert "constant" in skipped.loc["flat", "reason"] and "label size" in skipped.loc["mislabeled", "reason"]
+
+    # With on_error: fail the same dataset stops with the reason in the job's log.
+    strict = yaml.safe_load(config.read_text()) | {"standardize": {"on_error": "fail"}, "results": str(tmp_path / "strict")}
+    config.write_text(yaml.safe_dump(strict))
+    result = snakemake("--cores", "1", "--keep-going", str(tmp_path / "strict/mixed/manifest.parquet"), "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    log = (REPO / "logs/standardize/mixed/flat.log").read_text()
+    assert "case 'flat': image is constant" in log
