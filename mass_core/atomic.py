@@ -22,12 +22,14 @@ __all__ = ["atomic_path", "write_json", "write_npy", "write_text", "write_with"]
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
-    The temporary name keeps the final suffix, so libraries that pick a format
-    from the extension (pandas, SimpleITK, matplotlib) still work.
+    The temporary name keeps the whole extension (``.nii.gz``, not just
+    ``.gz``), so libraries that pick a format from it (pandas, SimpleITK,
+    matplotlib) still work.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
+    stem, dot, extension = path.name.partition(".")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=f"{dot}{extension}" if dot else ".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:

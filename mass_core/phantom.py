@@ -38,7 +38,6 @@ import itertools
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -103,6 +102,8 @@ _TISSUE_HU: dict[str, tuple[float, float]] = {
     "csf": (15.0, 4.0),
 }
 
+_EVERYWHERE = (slice(None),) * 3  # index box of the whole grid
+
 # Independent random streams per case, so that changing one aspect (say the
 # lesion probability or the noise level) leaves the others untouched.
 _ANATOMY, _LESIONS, _INTENSITY, _NOISE = range(4)
@@ -120,7 +121,8 @@ class PhantomParams:
         shape: volume size ``(X, Y, Z)`` in voxels, each at least 16.
         spacing_mm: voxel size ``(X, Y, Z)`` in mm, each positive.
         lesion_probability: probability in [0, 1] that a case has lesions.
-        noise_hu: standard deviation of the (in-plane correlated) image noise in HU.
+        noise_hu: standard deviation of the image noise in HU (correlated in-plane over ~1 voxel, as in
+            reconstructed CT); 0 for none.
         seed: non-negative dataset seed.
 
     Example:
@@ -327,16 +329,7 @@ def _write_nifti(array: np.ndarray, case: PhantomCase, path: Path) -> None:
     image.SetOrigin(case.origin_mm)
     image.SetDirection(case.direction)
 
-    def writer(tmp: Path) -> None:
-        # ITK chooses the NIfTI writer from a name ending in ".nii.gz", which
-        # the temporary name of mass_core.atomic does not keep: write under the
-        # final name in a private folder, then move onto the temporary path.
-        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".nifti.") as folder:
-            staged = Path(folder) / path.name
-            sitk.WriteImage(image, str(staged), useCompression=True)
-            os.replace(staged, tmp)
-
-    write_with(path, writer)
+    write_with(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True))
 
 
 def _rotation(yaw: float, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -349,18 +342,21 @@ def _rotation(yaw: float, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _smooth_noise(rng: np.random.Generator, axes: Sequence[np.ndarray], length: float, n: int) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, axes: Sequence[np.ndarray], half_widths: Sequence[float],
+                  length: float, n: int) -> np.ndarray:
     """``n`` random fields with unit variance and Gaussian correlation, shape ``(n, X, Y, Z)``.
 
     Each field is a sum of Gaussian bumps of width ``length`` on a control grid
     of step ``length`` with standard-normal weights, evaluated separably (three
-    small matrix products). The control grid depends on the extent of
-    ``axes`` (same units as ``length``), not on their sampling, so the same
-    draws give the same field on a finer or coarser grid.
+    small matrix products) at the voxel centres ``axes``. The control grid is
+    centred on 0 and covers ``[-half_widths, half_widths]`` (the field of view,
+    same units as ``length``), so that the same draws give the same field on a
+    finer or coarser sampling of the same field of view.
     """
     bases = []
-    for coords in axes:
-        centres = np.arange(coords.min() - 2 * length, coords.max() + 2 * length + 1e-9, length)
+    for coords, half in zip(axes, half_widths):
+        m = math.ceil(round(half / length, 6)) + 2
+        centres = length * np.arange(-m, m + 1)
         basis = np.exp(-0.5 * ((coords[:, None] - centres[None, :]) / length) ** 2)
         basis /= np.sqrt((basis**2).sum(axis=1, keepdims=True))  # unit variance everywhere
         bases.append(basis.astype(np.float32))
@@ -376,6 +372,14 @@ def _smooth_noise(rng: np.random.Generator, axes: Sequence[np.ndarray], length: 
     return out.reshape(n, len(axes[0]), len(axes[1]), len(axes[2]))
 
 
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 6-connected component of ``mask``: carving by neighbours may split off fragments."""
+    labelled, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    return labelled == np.argmax(np.bincount(labelled.ravel())[1:]) + 1
+
+
 def _smooth_min(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     """Union of two signed fields with a fillet of size ``k`` (polynomial smooth minimum)."""
     h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
@@ -386,8 +390,8 @@ class _Anatomy:
     """Builds one case: tissue intensities (float HU) and labels on the image grid.
 
     Geometry lives in the *patient frame*: LPS axes (x to patient left, y to
-    posterior, z to superior) in units of ``L`` (the smaller in-plane field of
-    view), centred on the volume up to a random shift and small rotation.
+    posterior, z to superior) in units of ``L`` (the shortest side of the field
+    of view), centred on the volume up to a random shift and small rotation.
     Structures are computed inside index boxes that bound them, which keeps a
     case well under a second.
     """
@@ -399,6 +403,7 @@ class _Anatomy:
         self.origin = origin
         self.scale_mm = float(np.min(np.asarray(params.shape) * self.spacing))
         axes = [(origin[a] + self.spacing[a] * np.arange(params.shape[a])) / self.scale_mm for a in range(3)]
+        half_fov = [params.shape[a] * self.spacing[a] / 2 / self.scale_mm for a in range(3)]
         self.rng = rng
         self.hu = np.full(params.shape, _TISSUE_HU["air"][0], dtype=np.float32)
         self.label = np.zeros(params.shape, dtype=np.uint8)
@@ -412,12 +417,12 @@ class _Anatomy:
         self.p = tuple((self.rot[0, k] * g[0] + self.rot[1, k] * g[1] + self.rot[2, k] * g[2]).astype(np.float32)
                        for k in range(3))
         # Low-frequency fields (correlation ~15 mm at the default size) that deform the shapes.
-        self.deform = _smooth_noise(rng, axes, 0.12, 7)
+        self.deform = _smooth_noise(rng, axes, half_fov, 0.12, 7)
 
         # Per-case tissue means, and textures: medium (~6 mm) and fine (~2.4 mm) fields.
         self.mean = {name: float(tex_rng.normal(mu, sd)) for name, (mu, sd) in _TISSUE_HU.items()}
-        self.medium = _smooth_noise(tex_rng, axes, 0.05, 5)
-        self.fine = _smooth_noise(tex_rng, axes, 0.02, 2)
+        self.medium = _smooth_noise(tex_rng, axes, half_fov, 0.05, 5)
+        self.fine = _smooth_noise(tex_rng, axes, half_fov, 0.02, 2)
         self.blur_mm = 0.7
         self.organ_field: dict[int, np.ndarray] = {}
 
@@ -427,8 +432,8 @@ class _Anatomy:
         self._spine()
         self._vessels()
         self._kidneys()
-        self._liver()
         self._spleen()
+        self._liver()
         self._ribs()
 
     # ------------------------------------------------------------------ helpers
@@ -468,27 +473,33 @@ class _Anatomy:
         """Normalised ellipsoid radius: < 1 inside the ellipsoid with semi-axes ``semi``."""
         return np.sqrt(sum((qk / np.float32(s)) ** 2 for qk, s in zip(q, semi)))
 
+    def _shape_noise(self, channel: int, box: tuple[slice, ...], field: np.ndarray) -> np.ndarray:
+        """Deformation field ``channel`` inside ``box``, zero-mean over the shape ``field < 0``.
+
+        Added to a signed shape field it makes the outline wavy without
+        growing or shrinking the shape as a whole: size varies through the
+        drawn radii alone.
+        """
+        noise = self.deform[channel][box]
+        inside = field < 0
+        return noise - noise[inside].mean() if inside.any() else noise
+
     def _full(self, box: tuple[slice, ...], mask: np.ndarray) -> np.ndarray:
         """A boolean mask computed inside ``box``, on the whole grid."""
         out = np.zeros(self.shape, dtype=bool)
         out[box] = mask
         return out
 
-    def _paint(self, box: tuple[slice, ...], mask: np.ndarray, tissue: str, texture: np.ndarray | None = None,
-               amplitude: float = 0.0, label: int | None = None) -> None:
-        """Set ``mask`` (inside ``box``) to the tissue's mean plus ``amplitude`` HU of texture."""
-        hu = self.hu[box]
-        if texture is None:
-            hu[mask] = self.mean[tissue]
-        else:
-            hu[mask] = self.mean[tissue] + amplitude * texture[box][mask]
+    def _paint(self, box: tuple[slice, ...], mask: np.ndarray, tissue: str, texture: np.ndarray,
+               amplitude: float, label: int | None = None) -> None:
+        """Set ``mask`` (inside ``box``) to the tissue's mean plus ``amplitude`` HU of ``texture`` (unit variance)."""
+        self.hu[box][mask] = self.mean[tissue] + amplitude * texture[box][mask]
         if label is not None:
             self.label[box][mask] = label
 
     # ------------------------------------------------------------------ anatomy
 
     def _body(self) -> None:
-        everywhere = (slice(None),) * 3
         x, y, z = self.p
         self.body_y = 0.02
         a0, b0 = 0.43 * self._u(0.92, 1.05), 0.32 * self._u(0.9, 1.07)
@@ -504,36 +515,35 @@ class _Anatomy:
         self.body = r < 1
         # Depth below the skin along the ray from the body axis (L units).
         self.depth = np.hypot(x, yb) * (1 - r) / np.maximum(r, 1e-3)
-        self.fat_thickness = 0.045 * self._u(0.7, 1.5) * (1 + 0.35 * self.deform[1])
+        # Subcutaneous fat of varying thickness, never thinner than ~2.4 mm.
+        self.fat_thickness = np.maximum(0.045 * self._u(0.7, 1.5) * (1 + 0.35 * self.deform[1]), np.float32(0.02))
         self.wall_depth = self.fat_thickness + 0.035 * self._u(0.85, 1.15)
         self.cavity = self.depth > self.wall_depth
-        self._paint(everywhere, self.body, "fat", self.fine[0], 6.0)
-        self._paint(everywhere, self.depth > self.fat_thickness, "muscle", self.fine[1], 5.0)
-        self._paint(everywhere, self.cavity, "soft", self.medium[0], 5.0)
+        self._paint(_EVERYWHERE, self.body, "fat", self.fine[0], 6.0)
+        self._paint(_EVERYWHERE, self.depth > self.fat_thickness, "muscle", self.fine[1], 5.0)
+        self._paint(_EVERYWHERE, self.cavity, "soft", self.medium[0], 5.0)
 
     def _abdominal_contents(self) -> None:
-        everywhere = (slice(None),) * 3
-        x, y, z = self.p
+        _, y, z = self.p
         # Visceral fat and bowel loops fill what organs leave free; organs are painted over them.
-        self._paint(everywhere, self.cavity & (self.medium[0] > 0.45), "fat", self.fine[0], 6.0)
+        self._paint(_EVERYWHERE, self.cavity & (self.medium[0] > 0.45), "fat", self.fine[0], 6.0)
         loops = self.cavity & (z < 0.12) & (y < 0.05) & (np.abs(self.medium[1]) < 0.3)
-        self._paint(everywhere, loops, "bowel", self.medium[2], 8.0)
-        self._paint(everywhere, loops & (self.medium[2] > 1.0), "gas", self.fine[1], 15.0)
+        self._paint(_EVERYWHERE, loops, "bowel", self.medium[2], 8.0)
+        self._paint(_EVERYWHERE, loops & (self.medium[2] > 1.0), "gas", self.fine[1], 15.0)
 
     def _thorax(self) -> None:
-        everywhere = (slice(None),) * 3
         x, y, z = self.p
         # Domed diaphragm, the right dome slightly higher; organs stay below it.
         top = 0.33 + self._u(-0.05, 0.04)
         self.dome = top + np.where(x < 0, np.float32(0.02), np.float32(0.0)) \
-            - 1.6 * ((np.abs(x) - 0.17) ** 2 + 0.8 * y**2)
+            - 1.2 * ((np.abs(x) - 0.17) ** 2 + 0.8 * y**2)
         above = self.cavity & (z > self.dome)
         centre, semi = (0.04, -0.09, top + 0.14), (0.16, 0.13, 0.15)
         box = self._ellipsoid_box(centre, semi, None, 1.0)
         heart = self._full(box, self._radius(self._local(box, centre), semi) < 1) & above
         mediastinum = heart | ((np.abs(x) < 0.07) & (y > -0.05))
-        self._paint(everywhere, above & ~mediastinum, "lung", self.fine[0], 25.0)
-        self._paint(everywhere, heart, "heart", self.medium[3], 8.0)
+        self._paint(_EVERYWHERE, above & ~mediastinum, "lung", self.fine[0], 25.0)
+        self._paint(_EVERYWHERE, heart, "heart", self.medium[3], 8.0)
         self.abdomen = self.cavity & (z < self.dome - 0.015)
 
     def _spine(self) -> None:
@@ -557,14 +567,14 @@ class _Anatomy:
         spinous = self._radius((x - xv, y - (canal_y + 0.08)), (0.013, 0.055)) < 1
         transverse = self._radius((np.abs(x - xv) - 0.06, y - (canal_y - 0.005)), (0.035, 0.012)) < 1
         elements = posterior & (arch | spinous | transverse)
-        inside = self.depth[box] > self.fat_thickness[box] + 0.01
+        inside = self.depth[box] > self.fat_thickness[box] + 0.02  # bone stays under the back muscles
         # Paraspinal muscles in a thin fat plane either side of the spinous process.
         para = self._radius((np.abs(x - xv) - 0.078, y - (canal_y + 0.085)), (0.06, 0.065))
         self._paint(box, inside & (para < 1.12) & (y > canal_y), "fat", self.fine[0], 6.0)
         self._paint(box, inside & (para < 1), "muscle", self.fine[1], 5.0)
         self._paint(box, (rv < 1) & disc, "disc", self.fine[1], 6.0)
         self._paint(box, rc < 0.026, "csf", self.fine[0], 3.0)
-        self._paint(box, vertebral_body & ~shell, "bone_marrow", self.fine[0], 40.0, label=6)
+        self._paint(box, inside & vertebral_body & ~shell, "bone_marrow", self.fine[0], 40.0, label=6)
         self._paint(box, inside & (shell | elements), "bone_shell", self.fine[1], 50.0, label=6)
         self.spine = self._full(box, inside & (vertebral_body | elements))
 
@@ -596,20 +606,21 @@ class _Anatomy:
         self.kidney: dict[int, np.ndarray] = {}
         for side, class_id, zc in ((1, 3, -0.02), (-1, 4, -0.08)):  # the left kidney sits higher
             centre = (side * 0.2 * self._u(0.92, 1.08), 0.1 + self._u(-0.02, 0.02), zc + self._u(-0.04, 0.04))
-            semi = (0.075 * self._u(0.88, 1.12), 0.055 * self._u(0.88, 1.12), 0.155 * self._u(0.88, 1.12))
+            semi = (0.075 * self._u(0.85, 1.15), 0.055 * self._u(0.85, 1.15), 0.155 * self._u(0.85, 1.15))
             # Hilum faces antero-medially (local -x); the upper pole leans medially.
             yaw = math.atan2(math.sin(math.radians(30)), side * math.cos(math.radians(30))) \
                 + math.radians(self._u(-8, 8))
             rot = _rotation(0.0, -side * math.radians(self._u(7, 17)), 0.0) @ _rotation(yaw)
             box = self._ellipsoid_box(centre, semi, rot, 1.8)  # room for the perirenal fat
             q = self._local(box, centre, rot)
-            f = self._radius(q, semi) - 1 + 0.1 * self.deform[1 + class_id][box]
+            f = self._radius(q, semi) - 1
+            f += 0.08 * self._shape_noise(1 + class_id, box, f)
             notch = self._radius((q[0] + semi[0], q[1], q[2]), (0.45 * semi[0], 0.5 * semi[1], 0.3 * semi[2])) - 1
             f = np.maximum(f, -notch)
             pelvis = self._radius((q[0] + 0.45 * semi[0], q[1], q[2]),
                                   (0.4 * semi[0], 0.45 * semi[1], 0.35 * semi[2])) < 1
             abdomen = self.abdomen[box]
-            kidney = abdomen & (f < 0)
+            kidney = _largest_component(abdomen & (f < 0))
             self._paint(box, abdomen & (f < 0.45) & ~(self.spine | self.aorta | self.ivc)[box], "fat",
                         self.fine[0], 6.0)
             self._paint(box, kidney, "renal_cortex", self.fine[1], 5.0, label=class_id)
@@ -620,10 +631,11 @@ class _Anatomy:
             self._keep_field(class_id, box, f)
 
     def _liver(self) -> None:
-        right_c = (-0.19 + self._u(-0.02, 0.02), -0.03 + self._u(-0.02, 0.02), 0.1 + self._u(-0.03, 0.03))
+        # The right lobe lies in front of and above the right kidney, which leaves its impression on it.
+        right_c = (-0.19 + self._u(-0.02, 0.02), -0.05 + self._u(-0.02, 0.02), 0.1 + self._u(-0.03, 0.03))
         right_rot = _rotation(*np.deg2rad(self.rng.uniform([-10, -5, -5], [10, 5, 5])))
-        right_s = (0.17 * self._u(0.9, 1.1), 0.19 * self._u(0.9, 1.08), 0.21 * self._u(0.9, 1.1))
-        left_c = (0.05 + self._u(-0.03, 0.03), -0.13 + self._u(-0.02, 0.02), 0.17 + self._u(-0.03, 0.03))
+        right_s = (0.17 * self._u(0.85, 1.12), 0.19 * self._u(0.85, 1.08), 0.21 * self._u(0.85, 1.15))
+        left_c = (0.03 + self._u(-0.03, 0.03), -0.13 + self._u(-0.02, 0.02), 0.17 + self._u(-0.03, 0.03))
         left_rot = _rotation(np.deg2rad(self._u(-25, -5)))
         left_s = (0.17 * self._u(0.85, 1.15), 0.085 * self._u(0.85, 1.15), 0.1 * self._u(0.85, 1.15))
         boxes = [self._ellipsoid_box(c, s, r, 1.5) for c, s, r in
@@ -631,29 +643,31 @@ class _Anatomy:
         box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(*boxes))
         right = self._radius(self._local(box, right_c, right_rot), right_s) - 1
         left = self._radius(self._local(box, left_c, left_rot), left_s) - 1
-        f = _smooth_min(right, left, 0.3) + 0.15 * self.deform[2][box]
-        taken = (self.ivc | self.aorta | self.spine | self.kidney[3] | self.kidney[4])[box]
-        liver = self.abdomen[box] & (f < 0) & ~taken
+        f = _smooth_min(right, left, 0.4)
+        f += 0.15 * self._shape_noise(2, box, f)
+        taken = (self.ivc | self.aorta | self.spine | self.kidney[3] | self.kidney[4] | self.spleen)[box]
+        liver = _largest_component(self.abdomen[box] & (f < 0) & ~taken)
         self._paint(box, liver, "liver", self.medium[4], 7.0, label=1)
         # Branching vessels: tubes where two independent smooth fields are both near zero.
         vessels = liver & (np.abs(self.medium[3][box]) < 0.15) & (np.abs(self.medium[4][box]) < 0.25)
         self._paint(box, vessels, "hepatic_vessel", self.fine[1], 10.0)
-        self.liver = self._full(box, liver)
         self._keep_field(1, box, f)
 
     def _spleen(self) -> None:
-        centre = (0.27 + self._u(-0.02, 0.02), 0.07 + self._u(-0.03, 0.03), 0.2 + self._u(-0.04, 0.03))
+        centre = (0.26 + self._u(-0.02, 0.02), 0.03 + self._u(-0.03, 0.03), 0.14 + self._u(-0.03, 0.03))
         # Long axis along the postero-lateral wall; local +y points medially.
         yaw = math.atan2(0.89, -0.45) + math.radians(self._u(-10, 10))
         rot = _rotation(yaw, math.radians(self._u(-10, 10)), 0.0)
-        semi = (0.11 * self._u(0.85, 1.15), 0.045 * self._u(0.85, 1.15), 0.12 * self._u(0.85, 1.15))
+        semi = (0.12 * self._u(0.88, 1.12), 0.05 * self._u(0.88, 1.12), 0.13 * self._u(0.88, 1.12))
         bend = 0.7 * self._u(0.7, 1.3)  # crescent: the poles curve medially
         box = self._ellipsoid_box(centre, (semi[0], semi[1] * (1 + bend), semi[2]), rot, 1.5)
         u, v, w = (qk / np.float32(s) for qk, s in zip(self._local(box, centre, rot), semi))
-        f = np.sqrt(u**2 + (v - bend * u**2) ** 2 + w**2) - 1 + 0.12 * self.deform[3][box]
-        taken = (self.spine | self.aorta | self.kidney[3] | self.liver)[box]
-        spleen = self.abdomen[box] & (f < 0) & ~taken
+        f = np.sqrt(u**2 + (v - bend * u**2) ** 2 + w**2) - 1
+        f += 0.1 * self._shape_noise(3, box, f)
+        taken = (self.spine | self.aorta | self.kidney[3])[box]
+        spleen = _largest_component(self.abdomen[box] & (f < 0) & ~taken)
         self._paint(box, spleen, "spleen", self.fine[0], 4.0, label=2)
+        self.spleen = self._full(box, spleen)
         self._keep_field(2, box, f)
 
     def _ribs(self) -> None:
@@ -668,7 +682,7 @@ class _Anatomy:
         reach = np.where(z > 0.05, np.float32(0.82 * np.pi), np.float32(0.55 * np.pi))
         ribs = band.copy()
         ribs[band] = (frac < 0.035 / period) & (phi > 0.14 * np.pi) & (phi < reach)
-        self._paint((slice(None),) * 3, ribs, "rib", self.fine[0], 40.0)
+        self._paint(_EVERYWHERE, ribs, "rib", self.fine[0], 40.0)
 
     def _keep_field(self, class_id: int, box: tuple[slice, ...], field: np.ndarray) -> None:
         """Keep an organ's signed shape field (negative inside) for placing lesions."""
@@ -686,8 +700,9 @@ class _Anatomy:
         for _ in range(n):
             in_liver = rng.random() < 0.75
             host = 1 if in_liver else (3 if rng.random() < 0.5 else 4)
-            radius = rng.uniform(0.025, 0.06) if in_liver else rng.uniform(0.02, 0.035)
-            semi = radius * rng.uniform(0.8, 1.2, 3)
+            # Radii of 2.4-6 mm (liver) and 2.4-3.6 mm (kidney) at the default size: 5-12 mm across.
+            radius = rng.uniform(0.02, 0.05) if in_liver else rng.uniform(0.02, 0.03)
+            semi = radius * rng.uniform(0.85, 1.15, 3)
             rot = _rotation(*rng.uniform(-np.pi, np.pi, 3))
             pick, hyper = rng.random(), rng.random() < 0.3
             delta = rng.uniform(45, 90) if hyper else -rng.uniform(25, 55)
@@ -699,7 +714,7 @@ class _Anatomy:
             centre_index = candidates[min(int(pick * candidates.size), candidates.size - 1)]
             centre = [float(pk.reshape(-1)[centre_index]) for pk in self.p]
             box = self._ellipsoid_box(centre, (semi.max(),) * 3, None, 1.3)
-            f = self._radius(self._local(box, centre, rot), semi) - 1 + 0.08 * self.fine[1][box]
+            f = self._radius(self._local(box, centre, rot), semi) - 1 + 0.05 * self.fine[1][box]
             lesion = host_mask[box] & (f < 0)
             lesion[tuple(int(i) - b.start for i, b in zip(np.unravel_index(centre_index, self.shape), box))] = True
             host_hu = self.mean["liver" if in_liver else "renal_cortex"]
