@@ -9,7 +9,7 @@ CORES ?= 2
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint restore clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,13 @@ test-fast: install
 
 lint: install
 	$(BIN)/snakemake --lint
+
+# On a fresh clone: fetch the versioned data and outputs, then mark them up to
+# date in DAG order so that Snakemake reuses them (docs/versioning.md).
+# Pass the run's config as SNAKEMAKE_ARGS="--configfile myconfig.yaml".
+restore: install
+	$(BIN)/dvc pull
+	$(BIN)/snakemake --touch --cores 1 all $(SNAKEMAKE_ARGS)
 
 clean:
 	rm -rf results resources logs .test/results .test/resources .test/logs

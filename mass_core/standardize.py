@@ -28,7 +28,16 @@ from mass_core.geometry import Grid, ras_grid_covering, resample_to_grid
 from mass_core.imageio import read_image
 from mass_core.validation import check_image, check_label, image_array
 
-__all__ = ["MODALITIES", "StandardizeParams", "foreground_box", "normalise", "run_standardize", "standardize_case"]
+__all__ = [
+    "MODALITIES",
+    "StandardizeParams",
+    "StandardizedCase",
+    "foreground_box",
+    "normalise",
+    "run_standardize",
+    "standardize_case",
+    "standardize_images",
+]
 
 MODALITIES = ("CT", "MR", "PET")
 
@@ -143,6 +152,72 @@ def _foreground_threshold(array: np.ndarray, modality: str, params: StandardizeP
     return float(lo + params.foreground_fraction * (hi - lo))
 
 
+@dataclass
+class StandardizedCase:
+    """A standardized case in memory (what :func:`standardize_case` writes to disk).
+
+    Attributes:
+        image: float32 ``(X, Y, Z)`` RAS, target spacing, normalised, cropped.
+        label: ``(X, Y, Z)`` integer label map on the same grid, or ``None``.
+        meta: the ``meta.json`` content (without ``source``, which only a file-based case has).
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    meta: dict[str, Any]
+
+
+def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str, modality: str,
+                       params: StandardizeParams) -> StandardizedCase:
+    """Validate and standardize an image (and its label) in memory.
+
+    The file-based stage (:func:`standardize_case`) and inference on raw
+    scans (:mod:`mass_core.evaluate.infer`) share this function, so that a
+    scan seen at inference time is prepared exactly like a training case.
+
+    Raises:
+        CaseError: the image or label fails validation (see :mod:`mass_core.validation`).
+    """
+    if modality not in MODALITIES:
+        raise CaseError(case_id, f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    check_image(image, case_id)
+    if label is not None:
+        label_values = check_label(label, image, case_id)
+        # Rebuilt from the validated integer voxels, so that a label stored as
+        # float resamples as class ids.
+        label = sitk.GetImageFromArray(np.ascontiguousarray(label_values.transpose(2, 1, 0)))
+        label.CopyInformation(image)
+
+    grid = ras_grid_covering(image, params.spacing_mm)
+    resampled = image_array(resample_to_grid(image, grid, sitk.sitkLinear, sitk.sitkFloat32, _air_value(image, modality)))
+    threshold = _foreground_threshold(resampled, modality, params)
+    box = foreground_box(resampled, threshold, params.spacing_mm, params.margin_mm, case_id)
+    crop = tuple(slice(lo, hi) for lo, hi in box)
+    cropped = resampled[crop]
+    normalised, stats = normalise(cropped, cropped > threshold, modality, params, case_id)
+
+    label_array = None
+    label_classes: list[int] = []
+    if label is not None:
+        label_array = image_array(resample_to_grid(label, grid, sitk.sitkNearestNeighbor, label.GetPixelID(), 0))[crop]
+        label_classes = [int(v) for v in np.unique(label_array) if v > 0]
+    meta = {
+        "status": "ok",
+        "case_id": case_id,
+        "modality": modality,
+        "original": Grid.of(image).to_dict(),
+        "grid": grid.to_dict(),
+        "crop_box": [list(b) for b in box],
+        "shape": list(normalised.shape),
+        "spacing": list(params.spacing_mm),
+        "foreground_threshold": threshold,
+        "intensity": stats,
+        "label_classes": label_classes,
+        "params": dataclasses.asdict(params),
+    }
+    return StandardizedCase(normalised, label_array, meta)
+
+
 def standardize_case(case: CaseSource, out_dir: str | os.PathLike, params: StandardizeParams) -> dict[str, Any]:
     """Standardize one case into ``out_dir`` and return its metadata.
 
@@ -155,54 +230,23 @@ def standardize_case(case: CaseSource, out_dir: str | os.PathLike, params: Stand
     if case.modality not in MODALITIES:
         raise CaseError(case.case_id, f"unknown modality {case.modality!r}; expected one of {MODALITIES}")
     image = read_image(case.image, case.case_id)
-    check_image(image, case.case_id)
-    label = None
-    if case.label is not None:
-        label_values = check_label(read_image(case.label, case.case_id), image, case.case_id)
-        # Rebuilt from the validated integer voxels, so that a label stored as
-        # float resamples as class ids.
-        label = sitk.GetImageFromArray(np.ascontiguousarray(label_values.transpose(2, 1, 0)))
-        label.CopyInformation(image)
-
-    grid = ras_grid_covering(image, params.spacing_mm)
-    resampled = image_array(resample_to_grid(image, grid, sitk.sitkLinear, sitk.sitkFloat32, _air_value(image, case)))
-    threshold = _foreground_threshold(resampled, case.modality, params)
-    box = foreground_box(resampled, threshold, params.spacing_mm, params.margin_mm, case.case_id)
-    crop = tuple(slice(lo, hi) for lo, hi in box)
-    cropped = resampled[crop]
-    normalised, stats = normalise(cropped, cropped > threshold, case.modality, params, case.case_id)
+    label = read_image(case.label, case.case_id) if case.label is not None else None
+    result = standardize_images(image, label, case.case_id, case.modality, params)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_npy(out_dir / "image.npy", normalised)
-    label_classes: list[int] = []
-    if label is not None:
-        label_array = image_array(resample_to_grid(label, grid, sitk.sitkNearestNeighbor, label.GetPixelID(), 0))[crop]
-        label_classes = [int(v) for v in np.unique(label_array) if v > 0]
-        write_npy(out_dir / "label.npy", label_array)
-    meta = {
-        "status": "ok",
-        "case_id": case.case_id,
-        "modality": case.modality,
-        "source": {"image": str(case.image), "label": str(case.label) if case.label is not None else None},
-        "original": Grid.of(image).to_dict(),
-        "grid": grid.to_dict(),
-        "crop_box": [list(b) for b in box],
-        "shape": list(normalised.shape),
-        "spacing": list(params.spacing_mm),
-        "foreground_threshold": threshold,
-        "intensity": stats,
-        "label_classes": label_classes,
-        "params": dataclasses.asdict(params),
-    }
+    write_npy(out_dir / "image.npy", result.image)
+    if result.label is not None:
+        write_npy(out_dir / "label.npy", result.label)
+    meta = {**result.meta, "source": {"image": str(case.image), "label": str(case.label) if case.label is not None else None}}
     write_json(out_dir / "meta.json", meta)
     return meta
 
 
-def _air_value(image: sitk.Image, case: CaseSource) -> float:
+def _air_value(image: sitk.Image, modality: str) -> float:
     # Voxels outside the original field of view are filled with the darkest
     # value, so that they never count as foreground.
-    if case.modality == "CT":
+    if modality == "CT":
         return -1024.0
     return float(sitk.GetArrayViewFromImage(image).min())
 

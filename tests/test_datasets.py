@@ -11,7 +11,7 @@ from mass_core.errors import CaseError
 from mass_core.imageio import read_image
 from mass_core.standardize import StandardizeParams, standardize_case
 
-from conftest import make_image
+from volumes import make_image
 
 
 def _volume(seed=0):

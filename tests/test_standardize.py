@@ -12,7 +12,7 @@ from mass_core.errors import CaseError
 from mass_core.geometry import to_original_space
 from mass_core.standardize import StandardizeParams, foreground_box, normalise, run_standardize, standardize_case
 
-from conftest import make_image, sphere_phantom
+from volumes import make_image, sphere_phantom
 
 
 def _ras_voxel_to_lps(meta, ijk):

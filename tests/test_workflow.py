@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from conftest import make_image
+from volumes import make_image
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]

@@ -4,12 +4,18 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from mass_core.datasets import list_cases
+from mass_core.provenance import provenance_path
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
 DATASETS = config["datasets"]
+CLUSTER = config["cluster"]
 ENV = "../envs/mass.yaml"
+# Per-case rules (standardize, propose) join this group, so that on a cluster
+# one job runs several cases (the profile's group-components says how many)
+# instead of flooding the scheduler; local runs ignore groups.
+CASE_GROUP = "cases" if CLUSTER["group_cases"] else None
 
 
 wildcard_constraints:
@@ -60,3 +66,27 @@ def manifests():
 
 def all_targets():
     return manifests()
+
+
+def gpu_resources():
+    """Resources of a job that wants GPUs, as config cluster.gpu_request says; use as `resources: **gpu_resources()`.
+
+    `gpu=N` makes the SLURM plugin pass --gpus=N; `gres="gpu:N"` passes
+    --gres=gpu:N, for clusters that reject --gpus. Nothing when gpus_per_job is 0.
+    """
+    n = CLUSTER["gpus_per_job"]
+    if n == 0:
+        return {}
+    return {"gpu": n} if CLUSTER["gpu_request"] == "gpus" else {"gres": f"gpu:{n}"}
+
+
+def snapshot_paths():
+    """What `snapshot` versions with DVC, upstream first: every dataset's raw data, then the outputs worth keeping.
+
+    A stage whose outputs are worth keeping appends them here (checkpoints
+    under results/pretrain, tables under results/tables); caches that are cheap
+    to recompute (standardized cases, proposals) stay out.
+    """
+    raw = [_dataset_root(name) for name in DATASETS]
+    tables = [f"{RESULTS}/{name}/{file}" for name in DATASETS for file in ("manifest.parquet", "skipped.csv")]
+    return raw + tables + [str(provenance_path(manifest)) for manifest in manifests()]

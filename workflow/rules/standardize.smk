@@ -8,6 +8,8 @@ rule standardize:
         settings=config["standardize"],
     log:
         "logs/standardize/{dataset}/{case}.log",
+    group:
+        CASE_GROUP
     conda:
         ENV
     script:
@@ -25,8 +27,10 @@ rule manifest:
             caption="../report/skipped.rst",
             category="Data",
         ),
+        provenance=str(provenance_path(f"{RESULTS}/{{dataset}}/manifest.parquet")),
     params:
         splits=config["splits"],
+        raw=lambda wildcards: _dataset_root(wildcards.dataset),
     log:
         "logs/manifest/{dataset}.log",
     conda:

@@ -3,6 +3,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 from mass_core.manifest import SplitParams, build_manifest
+from mass_core.provenance import write_provenance
 
 build_manifest(
     snakemake.input.metas,
@@ -11,3 +12,5 @@ build_manifest(
     SplitParams(**snakemake.params.splits),
     case_table=snakemake.input.table[0] if snakemake.input.table else None,
 )
+# The whole run config is recorded, not passed as params: it must not trigger reruns.
+write_provenance(snakemake.output.manifest, [*snakemake.input, snakemake.params.raw], snakemake.config)

@@ -1,0 +1,261 @@
+"""Benchmark of the propose stage on one core: segmentation speed, whole-case time, crop reads.
+
+Volumes: the MNI152 T1 template shipped inside nilearn (1 mm, cropped and
+padded to 160 x 192 x 192, normalised like the pipeline's MR branch), a
+CT-like phantom of the same size at 1.5 mm, and the phantom dataset's
+default case. Prints per volume: Mvoxel/s of the 3D Felzenszwalb merge per
+scale and of the whole case (all scales, body mask, filters, dedup, table),
+the same for scikit-image's per-slice felzenszwalb and the ratio, and the
+rate of random 128^3 crop reads (label maps; image + 13 masks present).
+With ``--quality N``, also the proposal recall of each generator on the
+first N default phantom cases (connected structures of 2 cm^3 or more).
+
+Usage::
+
+    NUMBA_NUM_THREADS=1 python benchmarks/bench_proposals.py [--repeats 2] [--quality 8] [--json out.json]
+
+Timings are process CPU seconds (one thread), the best of ``--repeats``
+runs, so that other jobs on a shared machine count less.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+from skimage.segmentation import felzenszwalb  # noqa: E402
+
+from mass_core.phantom import PhantomCase, PhantomParams, make_phantom  # noqa: E402
+from mass_core.proposals.felzenszwalb3d import build_graph, segment_scales  # noqa: E402
+from mass_core.proposals.generate import ProposalParams, body_mask, generate_proposals  # noqa: E402
+from mass_core.proposals.store import ProposalStore, ids_by_scale, write_store  # noqa: E402
+
+SHAPE = (160, 192, 192)
+CROP = 128
+N_MASKS = 13
+
+
+def _fit(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    # Centre-crop or zero-pad each axis to `shape`.
+    out = np.zeros(shape, array.dtype)
+    src, dst = [], []
+    for n, m in zip(array.shape, shape):
+        lo = abs(n - m) // 2
+        src.append(slice(lo, lo + m) if n >= m else slice(0, n))
+        dst.append(slice(0, m) if n >= m else slice(lo, lo + n))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def _zscore(array: np.ndarray, foreground: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    clipped = np.clip(array, lo, hi)
+    values = clipped[foreground]
+    return ((clipped - values.mean()) / values.std()).astype(np.float32)
+
+
+def mni_volume() -> tuple[np.ndarray, tuple[float, float, float]]:
+    """MNI152 T1 (1 mm) as a standardized MR case: clip to foreground percentiles 2..98, z-score."""
+    from nilearn.datasets import load_mni152_template
+
+    raw = _fit(np.asarray(load_mni152_template(resolution=1).dataobj, dtype=np.float32), SHAPE)
+    foreground = raw > 0.1 * raw.max()
+    lo, hi = np.percentile(raw[foreground], [2, 98])
+    return _zscore(raw, foreground, lo, hi), (1.0, 1.0, 1.0)
+
+
+def phantom_volume_of(case: PhantomCase) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A phantom case as a standardized CT case: clip to [-991, 500] HU, z-score over the body."""
+    hu = case.image_hu.astype(np.float32)
+    return _zscore(hu, hu > -500, -991, 500), case.spacing_mm
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    # CPU time of this (single-threaded) process: on a shared machine, wall
+    # time measures the neighbours' load as much as this code.
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def bench_volume(name: str, image: np.ndarray, spacing: tuple[float, float, float], repeats: int) -> dict:
+    params = ProposalParams()
+    mvox = image.size / 1e6
+    fg = body_mask(image)
+    graph = build_graph(image, spacing, sigma_mm=params.sigma_mm, foreground=fg)
+    per_scale = {
+        k: best_time(lambda: segment_scales(graph, (k,), min_size_mm3=params.min_volume_mm3), repeats)
+        for k in params.scales_mm3
+    }
+    t_graph = best_time(lambda: build_graph(image, spacing, sigma_mm=params.sigma_mm, foreground=fg), repeats)
+    t_case = best_time(lambda: generate_proposals(image, spacing, params, name), repeats)
+    voxel_mm3 = float(np.prod(spacing))
+    sigma_px = params.sigma_mm / float(np.sqrt(spacing[0] * spacing[1]))
+    k_mid = params.scales_mm3[len(params.scales_mm3) // 2]
+
+    def skimage_slices() -> None:
+        for z in range(image.shape[2]):
+            felzenszwalb(image[:, :, z], scale=255 * k_mid / voxel_mm3, sigma=sigma_px, min_size=20, channel_axis=None)
+
+    t_skimage = best_time(skimage_slices, 1)
+    t_slicewise = best_time(
+        lambda: generate_proposals(image, spacing, ProposalParams(generator="slicewise"), name), 1
+    )
+    proposals = generate_proposals(image, spacing, params, name)
+    reads = bench_reads(image, proposals)
+    fh_scale = statistics.median(mvox / t for t in per_scale.values())
+    return {
+        "volume": name,
+        "shape": list(image.shape),
+        "spacing_mm": list(spacing),
+        "foreground_fraction": float(fg.mean()),
+        "n_proposals": int(len(proposals.table)),
+        "fh3d_graph_s": t_graph,
+        "fh3d_per_scale_s": {str(k): t for k, t in per_scale.items()},
+        "fh3d_mvox_s_per_scale_median": fh_scale,
+        "fh3d_case_s": t_case,
+        "fh3d_mvox_s_per_case": mvox / t_case,
+        "skimage_slices_per_scale_s": t_skimage,
+        "skimage_mvox_s_per_scale": mvox / t_skimage,
+        "ratio_fh3d_vs_skimage_per_scale": fh_scale / (mvox / t_skimage),
+        "slicewise_case_s": t_slicewise,
+        **reads,
+    }
+
+
+def bench_reads(image: np.ndarray, proposals, n_reads: int = 60) -> dict:
+    """Random crops from the store; the image is read through mmap as training does."""
+    crop = tuple(min(CROP, n) for n in image.shape)
+    rng = np.random.default_rng(0)
+    starts = [tuple(int(rng.integers(0, n - c + 1)) for n, c in zip(image.shape, crop)) for _ in range(n_reads)]
+    boxes = [tuple(slice(s, s + c) for s, c in zip(start, crop)) for start in starts]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_store(Path(tmp) / "case", proposals)
+        np.save(Path(tmp) / "image.npy", image)
+        size_mb = (Path(tmp) / "case" / "proposals.h5").stat().st_size / 1e6
+        store = ProposalStore(Path(tmp) / "case")
+        mmap = np.load(Path(tmp) / "image.npy", mmap_mode="r")
+        store.read_crop(boxes[0])
+
+        def labels_only() -> None:
+            for box in boxes:
+                store.read_crop(box)
+
+        present = []
+
+        def image_and_masks() -> None:
+            for box in boxes:
+                np.ascontiguousarray(mmap[box])
+                sample = store.masks_in_crop(box, min_voxels=1, max_masks=N_MASKS, rng=rng)
+                present.append(sample.ids.size)
+
+        t_labels = best_time(labels_only, 2)
+        t_masks = best_time(image_and_masks, 2)
+        counts = [store.masks_in_crop(box).ids.size for box in boxes[:10]]
+        store.close()
+    return {
+        "store_mb": size_mb,
+        "raw_label_maps_mb": proposals.label_maps.nbytes / 1e6,
+        "crop": list(crop),
+        "proposals_present_per_crop": float(np.mean(counts)),
+        "reads_per_s_label_maps": n_reads / t_labels,
+        "reads_per_s_image_and_13_masks": n_reads / t_masks,
+    }
+
+
+def bench_quality(n_cases: int) -> list[dict]:
+    """Proposal recall of each generator (and linking rule) on the default phantom's first cases."""
+    import pandas as pd
+
+    from mass_core.proposals.recall import best_dice
+
+    settings = {
+        "fh3d": ProposalParams(),
+        "slicewise iou": ProposalParams(generator="slicewise"),
+        "slicewise overlap": ProposalParams(generator="slicewise", link="overlap"),
+    }
+    cases = []
+    for index in range(n_cases):
+        case = make_phantom(index, PhantomParams())
+        image, spacing = phantom_volume_of(case)
+        cases.append((image, case.label, spacing))
+    rows = []
+    for name, params in settings.items():
+        frames, seconds = [], 0.0
+        for index, (image, label, spacing) in enumerate(cases):
+            start = time.process_time()
+            proposals = generate_proposals(image, spacing, params, f"phantom_{index}")
+            seconds += time.process_time() - start
+            ids = ids_by_scale(proposals.table, len(proposals.sources))
+            frames.append(
+                best_dice(label, proposals.label_maps, ids, spacing, str(index), structures="component",
+                          min_structure_mm3=2000.0)
+            )
+        organs = pd.concat(frames)
+        rows.append(
+            {
+                "generator": name,
+                "structures": len(organs),
+                "mean_best_dice": float(organs["best_dice"].mean()),
+                "recall_dice50": float((organs["best_dice"] >= 0.5).mean()),
+                "recall_dice70": float((organs["best_dice"] >= 0.7).mean()),
+                "seconds_per_case": seconds / n_cases,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--quality", type=int, default=0, metavar="N", help="also measure recall on N phantom cases")
+    args = parser.parse_args()
+    # Numba compiles (or loads its cache) on first use; keep that out of the timings.
+    warm = phantom_volume_of(make_phantom(0, PhantomParams(shape=(24, 24, 24))))
+    generate_proposals(*warm, ProposalParams(min_foreground_mm3=0), "warm-up")
+    volumes = {
+        "mni152_t1": mni_volume(),
+        "phantom_160x192x192_1.5mm": phantom_volume_of(make_phantom(0, PhantomParams(shape=SHAPE, spacing_mm=(1.5, 1.5, 1.5)))),
+        "phantom_default": phantom_volume_of(make_phantom(0, PhantomParams())),
+    }
+    results = [bench_volume(name, image, spacing, args.repeats) for name, (image, spacing) in volumes.items()]
+    print(f"NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}, defaults {ProposalParams().to_dict()}")
+    for r in results:
+        print(
+            f"{r['volume']:>26} {tuple(r['shape'])}: fh3d {r['fh3d_mvox_s_per_scale_median']:.2f} Mvox/s per scale "
+            f"(graph {r['fh3d_graph_s']:.2f} s), whole case {r['fh3d_case_s']:.2f} s = "
+            f"{r['fh3d_mvox_s_per_case']:.2f} Mvox/s, {r['n_proposals']} proposals | skimage per slice "
+            f"{r['skimage_mvox_s_per_scale']:.2f} Mvox/s per scale, ratio {r['ratio_fh3d_vs_skimage_per_scale']:.1f}x "
+            f"(slicewise case {r['slicewise_case_s']:.1f} s) | reads {tuple(r['crop'])}: "
+            f"{r['reads_per_s_label_maps']:.0f}/s label maps, {r['reads_per_s_image_and_13_masks']:.0f}/s image + "
+            f"{N_MASKS} masks ({r['proposals_present_per_crop']:.0f} present), store {r['store_mb']:.1f} MB "
+            f"(raw {r['raw_label_maps_mb']:.0f} MB)"
+        )
+    median = statistics.median(r["fh3d_mvox_s_per_scale_median"] for r in results)
+    print(f"median fh3d Mvox/s per scale over volumes: {median:.2f}")
+    quality = bench_quality(args.quality) if args.quality else []
+    for q in quality:
+        print(
+            f"{q['generator']:>18}: organ-sized structures {q['structures']}, mean best Dice {q['mean_best_dice']:.2f}, "
+            f"recall@0.5 {q['recall_dice50']:.2f}, recall@0.7 {q['recall_dice70']:.2f}, {q['seconds_per_case']:.1f} s/case"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"speed": results, "quality": quality}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""In-context segmentation of raw scans outside the pipeline (``mass-core infer``).
+
+Given a MASS checkpoint, reference scans with masks and test scans
+(NIfTI, NRRD or MetaImage), each scan is standardized in memory exactly like
+a training case (:func:`mass_core.standardize.standardize_images`: RAS,
+target spacing, intensity normalisation, body crop), segmented in context
+with a sliding window, and the segmentation is written back on the test
+scan's own grid (size, spacing, origin, direction) with
+:func:`mass_core.geometry.to_original_space`.
+
+References: every non-zero value of a reference mask is one task (a
+multi-label mask gives one task per label). A label's task tokens are
+averaged over all references that contain it. The output label map gives a
+voxel the label of highest probability among those above the threshold
+(0 where none is).
+
+Errors a user can act on (a mask whose grid differs from its image, a file
+without physical geometry, an unreadable file, a checkpoint that is not a
+MASS training checkpoint) stop the command with a one-line message.
+
+Example::
+
+    mass-core infer --checkpoint results/pretrain/mass/final.pt \\
+        --reference ref_ct.nii.gz ref_organs.nii.gz --out-dir predictions/ scan1.nii.gz scan2.nrrd
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from mass_core.errors import CaseError
+from mass_core.evaluate.fewshot import class_probabilities, load_incontext_segmenter, reference_tokens
+from mass_core.evaluate.windows import check_window, resolve_device
+from mass_core.geometry import to_original_space
+from mass_core.imageio import read_image
+from mass_core.standardize import MODALITIES, StandardizeParams, standardize_images
+
+__all__ = ["InferParams", "Segmenter", "build_segmenter", "label_map", "main_infer", "read_scan", "run_inference", "segment_scan"]
+
+# Standardized (X, Y, Z) image -> probabilities (K, X, Y, Z) of the K labels.
+Segmenter = Callable[[np.ndarray], np.ndarray]
+
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass(frozen=True)
+class InferParams:
+    """Settings of ``mass-core infer``.
+
+    Args:
+        modality: ``CT``, ``MR`` or ``PET`` (intensity normalisation).
+        standardize: resampling, normalisation and crop; use the pretraining data's settings.
+        crop: reference crop ``(X, Y, Z)`` in voxels, centred on each label.
+        roi: sliding-window size ``(X, Y, Z)`` in voxels. Use the pretraining
+            crop size for both (see :class:`~mass_core.evaluate.fewshot.FewshotParams`).
+        overlap: sliding-window overlap.
+        threshold: probability above which a voxel is labelled.
+        sw_batch: windows per forward pass; at least 2 on CPU, where PyTorch runs
+            a batch of one through its slow reference 3D convolution instead of oneDNN (5-8x slower).
+        device: ``auto``, ``cuda`` or ``cpu``.
+    """
+
+    modality: str = "CT"
+    standardize: StandardizeParams = field(default_factory=StandardizeParams)
+    crop: tuple[int, int, int] = (32, 32, 32)
+    roi: tuple[int, int, int] = (32, 32, 32)
+    overlap: float = 0.5
+    threshold: float = 0.5
+    sw_batch: int = 2
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if not 0 <= self.overlap < 1 or not 0 < self.threshold < 1:
+            raise ValueError(f"overlap must be in [0, 1) and threshold in (0, 1), got {self.overlap}, {self.threshold}")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def read_scan(path: str | os.PathLike, role: str) -> sitk.Image:
+    """Read a NIfTI / NRRD / MetaImage scan, refusing files without physical geometry.
+
+    Args:
+        path: the file.
+        role: what the file is (``"reference image"``, ``"test image"``...), for messages.
+
+    Raises:
+        CaseError: unsupported format, a NIfTI whose qform and sform codes are
+            both 0, or a NRRD without a ``space`` field (the position of its
+            voxels in the patient is then unknown), or an unreadable file.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if not suffix:
+        raise CaseError(f"{role} {path}", f"unsupported file type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd), which store the scan's geometry")
+    image = read_image(path, f"{role} {path}")
+    if suffix in (".nii", ".nii.gz"):
+        header = nib.load(str(path)).header
+        if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+            raise CaseError(f"{role} {path}", "NIfTI header has no geometry (qform_code and sform_code are 0); the scan's orientation is unknown")
+    if suffix in (".nrrd", ".nhdr") and not image.HasMetaDataKey("NRRD_space"):
+        raise CaseError(f"{role} {path}", "NRRD header has no 'space' field; the scan's orientation is unknown")
+    return image
+
+
+def label_map(probabilities: np.ndarray, labels: Sequence[int], threshold: float) -> np.ndarray:
+    """Label map ``(X, Y, Z)`` from per-label probabilities ``(K, X, Y, Z)``.
+
+    A voxel takes the label of highest probability among those above
+    ``threshold``; 0 where no probability exceeds it.
+    """
+    labels = np.asarray(labels)
+    dtype = np.uint8 if labels.max() <= np.iinfo(np.uint8).max else np.uint16
+    best = probabilities.argmax(axis=0)
+    above = probabilities.max(axis=0) > threshold
+    return np.where(above, labels[best], 0).astype(dtype)
+
+
+def segment_scan(image: sitk.Image, segmenter: Segmenter, labels: Sequence[int], params: InferParams, name: str) -> sitk.Image:
+    """Standardize ``image`` in memory, segment it, and return the label map on ``image``'s grid.
+
+    Args:
+        image: the test scan.
+        segmenter: standardized volume -> probabilities of ``labels``.
+        labels: label value of each probability channel.
+        params: standardization and threshold.
+        name: the scan's name in error messages.
+
+    Returns:
+        an integer image with the size, spacing, origin and direction of ``image``.
+    """
+    case = standardize_images(image, None, name, params.modality, params.standardize)
+    probabilities = segmenter(case.image)
+    if probabilities.shape != (len(labels), *case.image.shape):
+        raise ValueError(f"segmenter returned shape {probabilities.shape}, expected {(len(labels), *case.image.shape)}")
+    predicted = label_map(probabilities, labels, params.threshold)
+    return to_original_space(predicted, case.meta)
+
+
+def build_segmenter(checkpoint: str | os.PathLike, references: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+                    params: InferParams, labels: Sequence[int] | None = None) -> tuple[Segmenter, list[int]]:
+    """The in-context segmenter of a MASS checkpoint, conditioned on reference scans and masks.
+
+    Args:
+        checkpoint: a MASS training checkpoint (``final.pt``).
+        references: (image, mask) file pairs; each mask on its image's grid.
+        params: inference settings.
+        labels: labels to segment; ``None`` takes every label found in the references.
+
+    Returns:
+        the segmenter (task tokens computed once) and the label of each output channel.
+
+    Raises:
+        CaseError: a reference cannot be read or its mask does not match its image.
+        ValueError: a requested label occurs in no reference, or no reference has a label.
+    """
+    if not references:
+        raise ValueError("at least one --reference IMAGE MASK pair is required")
+    device = resolve_device(params.device)
+    model = load_incontext_segmenter(checkpoint).to(device)
+    factor = model.config.encoder.downsampling_factor
+    crop, roi = check_window(params.crop, factor, "crop"), check_window(params.roi, factor, "roi")
+    standardized = {}
+    for i, (image_path, mask_path) in enumerate(references):
+        name = f"reference {Path(image_path).name} (mask {Path(mask_path).name})"
+        image = read_scan(image_path, "reference image")
+        mask = read_scan(mask_path, "reference mask")
+        case = standardize_images(image, mask, name, params.modality, params.standardize)
+        standardized[f"{i}:{name}"] = (case.image, case.label)
+    found = sorted({int(v) for _, label in standardized.values() for v in np.unique(label) if v > 0})
+    wanted = found if labels is None else sorted(int(v) for v in labels)
+    if not wanted:
+        raise ValueError("the reference masks have no non-zero label inside the scanned body")
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise ValueError(f"labels {missing} occur in no reference mask (found {found})")
+    chosen = {c: [key for key, (_, label) in standardized.items() if (np.asarray(label) == c).any()] for c in wanted}
+    tokens = reference_tokens(model, standardized, chosen, crop, device)
+
+    def segment(volume: np.ndarray) -> np.ndarray:
+        return class_probabilities(model, volume, tokens, roi, params.overlap, params.sw_batch, device)
+
+    return segment, wanted
+
+
+def run_inference(checkpoint: str | os.PathLike, references: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+                  images: Sequence[str | os.PathLike], out_dir: str | os.PathLike, params: InferParams,
+                  labels: Sequence[int] | None = None) -> list[Path]:
+    """Segment ``images`` in context and write ``out_dir/<image file name>`` for each (same format).
+
+    Returns:
+        the written files, in the order of ``images``.
+
+    Raises:
+        ValueError: an output would overwrite its input, or see :func:`build_segmenter`.
+        CaseError: a test image is unreadable, lacks geometry or fails validation.
+    """
+    out_dir = Path(out_dir)
+    targets = [out_dir / Path(p).name for p in images]
+    for source, target in zip(images, targets):
+        if target.resolve() == Path(source).resolve():
+            raise ValueError(f"output {target} would overwrite its input; choose another --out-dir")
+    # Read every test scan first, so that a bad file fails before minutes of inference.
+    scans = [read_scan(p, "test image") for p in images]
+    segmenter, wanted = build_segmenter(checkpoint, references, params, labels)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, scan, target in zip(images, scans, targets):
+        segmentation = segment_scan(scan, segmenter, wanted, params, f"test image {Path(path).name}")
+        sitk.WriteImage(segmentation, str(target), useCompression=True)
+        print(f"{path} -> {target} (labels {wanted})", file=sys.stderr)
+    return targets
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mass-core infer", description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", help="test scans (NIfTI, NRRD or MetaImage)")
+    parser.add_argument("--checkpoint", required=True, help="MASS training checkpoint (results/pretrain/mass/final.pt)")
+    parser.add_argument("--reference", nargs=2, action="append", required=True, metavar=("IMAGE", "MASK"),
+                        help="a reference scan and its mask (repeat for an ensemble); each non-zero mask value is one label")
+    parser.add_argument("--out-dir", required=True, help="folder for the segmentations (named like the inputs)")
+    parser.add_argument("--labels", type=int, nargs="+", help="labels to segment (default: every label of the references)")
+    parser.add_argument("--modality", default="CT", choices=list(MODALITIES))
+    parser.add_argument("--spacing", type=float, nargs=3, default=[1.5, 1.5, 1.5], metavar=("X", "Y", "Z"),
+                        help="standardized spacing in mm; use the pretraining setting (default: %(default)s)")
+    parser.add_argument("--crop", type=int, nargs=3, default=[32, 32, 32], metavar=("X", "Y", "Z"),
+                        help="reference crop in voxels; use the pretraining crop size (default: %(default)s)")
+    parser.add_argument("--roi", type=int, nargs=3, default=[32, 32, 32], metavar=("X", "Y", "Z"),
+                        help="sliding window in voxels; use the pretraining crop size (default: %(default)s)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    return parser
+
+
+def main_infer(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mass-core infer``; returns the exit status (1 on bad input, with a one-line message)."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        params = InferParams(modality=args.modality, standardize=StandardizeParams(spacing_mm=tuple(args.spacing)),
+                             crop=tuple(args.crop), roi=tuple(args.roi), overlap=args.overlap, threshold=args.threshold,
+                             device=args.device)
+        run_inference(args.checkpoint, [tuple(r) for r in args.reference], args.images, args.out_dir, params, args.labels)
+    except (CaseError, ValueError, FileNotFoundError) as error:
+        print(f"mass-core infer: error: {error}", file=sys.stderr)
+        return 1
+    return 0

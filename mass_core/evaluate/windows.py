@@ -1,0 +1,103 @@
+"""Crops, devices and sliding-window inference shared by the evaluation jobs.
+
+Arrays follow the project's convention (``docs/data_format.md``): volumes
+are ``(X, Y, Z)`` in RAS on the standardized grid, tensors add ``(B, C)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+__all__ = ["centred_box", "check_window", "extract_crop", "resolve_device", "sliding_window_logits"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``.
+
+    Raises:
+        ValueError: an unknown name, or ``"cuda"`` without a CUDA device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device is 'cuda' but no CUDA device is available")
+    if name not in ("cuda", "cpu"):
+        raise ValueError(f"device must be 'auto', 'cuda' or 'cpu', got {name!r}")
+    return torch.device(name)
+
+
+def check_window(size: Sequence[int], factor: int, name: str) -> tuple[int, int, int]:
+    """Validate a crop / window size: three positive multiples of the encoder's downsampling ``factor``."""
+    window = tuple(int(s) for s in size)
+    if len(window) != 3 or min(window) < 1 or any(s % factor for s in window):
+        raise ValueError(f"{name} must be three positive multiples of {factor} (the encoder's downsampling factor), got {tuple(size)}")
+    return window  # type: ignore[return-value]
+
+
+def centred_box(shape: Sequence[int], size: Sequence[int], centre: Sequence[float]) -> tuple[int, int, int]:
+    """Start corner of a ``size`` box centred on ``centre``, shifted to lie inside ``shape`` where it fits.
+
+    Where the volume is smaller than the box along an axis, the box starts at
+    0 and :func:`extract_crop` pads the rest.
+    """
+    starts = []
+    for n, s, c in zip(shape, size, centre):
+        start = int(round(float(c) - s / 2.0))
+        starts.append(max(0, min(start, n - s)) if n >= s else 0)
+    return tuple(starts)  # type: ignore[return-value]
+
+
+def extract_crop(volume: np.ndarray, start: Sequence[int], size: Sequence[int], pad_value: float) -> np.ndarray:
+    """Copy of ``volume[start : start + size]``, padded with ``pad_value`` where it leaves the volume.
+
+    Args:
+        volume: ``(X, Y, Z)`` array (an mmap'd ``.npy`` is read only inside the box).
+        start: corner of the box in voxels (may be negative).
+        size: box size in voxels.
+    """
+    out = np.full(tuple(int(s) for s in size), pad_value, dtype=volume.dtype)
+    src, dst = [], []
+    for n, a, s in zip(volume.shape, start, size):
+        lo, hi = max(int(a), 0), min(int(a) + int(s), n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - int(a), hi - int(a)))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
+
+
+def sliding_window_logits(
+    volume: np.ndarray,
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    roi_size: Sequence[int],
+    overlap: float,
+    sw_batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Logits of ``predictor`` over a whole volume by MONAI's sliding-window inference.
+
+    Args:
+        volume: float ``(X, Y, Z)`` standardized image.
+        predictor: maps windows ``(B, 1, *roi_size)`` to logits ``(B, C, *roi_size)``.
+        roi_size: window size in voxels (multiples of the encoder's downsampling factor).
+        overlap: fraction of overlap between neighbouring windows (the paper: 0.5).
+        sw_batch_size: windows per forward pass.
+        device: where windows are processed.
+
+    Returns:
+        float32 ``(C, X, Y, Z)`` logits on the CPU. Overlapping windows are
+        blended with Gaussian weights (nnU-Net's choice: window borders, which
+        see less context, count less). A volume smaller than the window is
+        padded with its minimum (air), not with 0 (the mean intensity).
+    """
+    # A copy: volumes are often read-only memory maps.
+    x = torch.from_numpy(np.array(volume, dtype=np.float32))[None, None]
+    with torch.no_grad():
+        logits = sliding_window_inference(x, tuple(roi_size), sw_batch_size, predictor, overlap=overlap, mode="gaussian",
+                                          cval=float(x.min()), sw_device=device, device=torch.device("cpu"))
+    return logits[0].float()

@@ -1,0 +1,1 @@
+"""Networks: the shared residual encoder and the models built on it."""

@@ -1,0 +1,43 @@
+"""Command line of the pretrain stage, for runs outside Snakemake and for ``torchrun``.
+
+Example (4 GPUs on one node)::
+
+    torchrun --nproc_per_node=4 -m mass_core.pretrain --method mass \\
+        --manifest results/ct/manifest.parquet --proposals results/ct/proposals \\
+        --out results/pretrain/mass --config config/paper.yaml
+
+Exit status: 0 when ``final.pt`` exists, 75 when the run stopped early and
+left ``latest.pt`` (run the same command again to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import yaml
+
+from mass_core.pretrain.run import PRETEXT_TASKS, run_pretraining
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mass_core.pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--method", required=True, choices=sorted(PRETEXT_TASKS))
+    parser.add_argument("--manifest", required=True, action="append", help="a dataset's manifest.parquet (repeatable)")
+    parser.add_argument("--proposals", required=True, action="append", help="that dataset's proposals folder (repeatable, same order)")
+    parser.add_argument("--out", required=True, help="run folder, e.g. results/pretrain/mass")
+    parser.add_argument("--config", help="YAML holding the 'pretrain' section (or a whole pipeline config)")
+    args = parser.parse_args(argv)
+    cfg = {}
+    if args.config:
+        with open(args.config) as f:
+            cfg = yaml.safe_load(f) or {}
+        cfg = cfg.get("pretrain", cfg)
+    return run_pretraining(args.method, args.manifest, args.proposals, args.out, cfg).exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

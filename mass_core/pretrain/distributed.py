@@ -1,0 +1,78 @@
+"""Process-group setup for ``torchrun``; a single process takes the same code path.
+
+``torchrun --nproc_per_node=N -m mass_core.pretrain ...`` sets ``WORLD_SIZE``,
+``RANK`` and ``LOCAL_RANK``; without them the run is one process of rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistEnv", "any_rank", "setup_distributed", "teardown_distributed"]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the run.
+
+    Attributes:
+        rank: global rank, 0 in a single-process run.
+        world_size: number of processes.
+        device: the device this process trains on.
+    """
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes checkpoints, logs and the progress bar."""
+        return self.rank == 0
+
+
+def _pick_device(preference: str, local_rank: int) -> torch.device:
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    if preference == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device is 'cuda' but no CUDA device is available")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if preference != "cpu":
+        raise ValueError(f"device must be 'auto', 'cuda' or 'cpu', got {preference!r}")
+    return torch.device("cpu")
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group when ``WORLD_SIZE > 1`` (NCCL on GPUs, Gloo on CPUs).
+
+    Args:
+        device: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = _pick_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    return DistEnv(rank=rank, world_size=world_size, device=chosen)
+
+
+def teardown_distributed(env: DistEnv) -> None:
+    """Leave the process group if this run joined one."""
+    if env.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    """True on every rank when ``flag`` is True on at least one (a collective: all ranks must call it)."""
+    if env.world_size == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=env.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

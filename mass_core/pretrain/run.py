@@ -1,0 +1,128 @@
+"""Pipeline entry of the pretrain stage: manifests + proposals -> a trained pretext model.
+
+Every method name maps to a task factory in :data:`PRETEXT_TASKS`; the
+baselines (MIM, MiM) add theirs here and share everything else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+import torch
+
+from mass_core.manifest import read_manifest
+from mass_core.models.encoder import EncoderConfig, ResidualEncoder
+from mass_core.pretrain.checkpoint import save_encoder
+from mass_core.pretrain.mass import MassConfig, MassTask, StoreCase
+from mass_core.pretrain.mim import ImageCase, MimConfig, MimTask
+from mass_core.pretrain.mim_hier import MimHierConfig, MimHierTask
+from mass_core.pretrain.task import PretextTask
+from mass_core.pretrain.trainer import ENCODER_FILE, TrainConfig, TrainResult, train
+
+__all__ = ["PRETEXT_TASKS", "init_scratch", "run_pretraining", "training_cases"]
+
+PathLike = str | os.PathLike
+
+
+def _mass_task(cases: pd.DataFrame, cfg: Mapping[str, Any]) -> PretextTask:
+    sources = [StoreCase(row.case_id, row.image, row.proposals) for row in cases.itertuples()]
+    return MassTask(sources, MassConfig.from_config(cfg.get("encoder", {}), cfg.get("mass", {})))
+
+
+def _images(cases: pd.DataFrame) -> list[ImageCase]:
+    return [ImageCase(row.case_id, Path(row.image)) for row in cases.itertuples()]
+
+
+def _mim_task(cases: pd.DataFrame, cfg: Mapping[str, Any]) -> PretextTask:
+    return MimTask(_images(cases), MimConfig.from_config(cfg.get("encoder", {}), cfg.get("mim", {})))
+
+
+def _mim_hier_task(cases: pd.DataFrame, cfg: Mapping[str, Any]) -> PretextTask:
+    return MimHierTask(_images(cases), MimHierConfig.from_config(cfg.get("encoder", {}), cfg.get("mim_hier", {})))
+
+
+# method -> factory(training cases, the ``pretrain`` config section) -> task.
+PRETEXT_TASKS: dict[str, Callable[[pd.DataFrame, Mapping[str, Any]], PretextTask]] = {
+    "mass": _mass_task,
+    "mim": _mim_task,
+    "mim_hier": _mim_hier_task,
+}
+
+
+def init_scratch(out_dir: PathLike, cfg: Mapping[str, Any]) -> Path:
+    """Write ``encoder.pt`` of a randomly initialised encoder: the "scratch" floor of every table.
+
+    Seeded with ``train.seed`` like every pretraining run's initialisation.
+
+    Args:
+        out_dir: e.g. ``results/pretrain/scratch``.
+        cfg: the config's ``pretrain`` section (keys ``encoder`` and ``train``).
+    """
+    train_config = TrainConfig.from_dict(cfg.get("train", {}))
+    torch.manual_seed(train_config.seed)
+    encoder = ResidualEncoder(EncoderConfig.from_dict(cfg.get("encoder", {})))
+    path = Path(out_dir) / ENCODER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_encoder(path, encoder, "scratch", 0)
+    return path
+
+
+def _as_list(value: PathLike | Sequence[PathLike]) -> list[Path]:
+    return [Path(value)] if isinstance(value, (str, os.PathLike)) else [Path(v) for v in value]
+
+
+def training_cases(manifest_paths: PathLike | Sequence[PathLike], proposals_roots: PathLike | Sequence[PathLike]) -> pd.DataFrame:
+    """The ``train`` split of one or more datasets: columns ``case_id``, ``image``, ``proposals``.
+
+    Only the training split is read, so that validation and test cases never
+    influence pretraining. ``proposals`` is ``<proposals_root>/<case_id>``.
+
+    Args:
+        manifest_paths: one ``manifest.parquet`` per dataset.
+        proposals_roots: the matching proposal folders, in the same order.
+    """
+    manifests, roots = _as_list(manifest_paths), _as_list(proposals_roots)
+    if len(manifests) != len(roots):
+        raise ValueError(f"proposals_roots must have one entry per manifest ({len(manifests)}), got {len(roots)}")
+    frames = []
+    for manifest, root in zip(manifests, roots):
+        cases = read_manifest(manifest, split="train")[["case_id", "image"]].copy()
+        cases["proposals"] = [str(root / case_id) for case_id in cases["case_id"]]
+        frames.append(cases)
+    cases = pd.concat(frames, ignore_index=True)
+    if cases.empty:
+        raise ValueError(f"no training cases in {[str(m) for m in manifests]}")
+    return cases
+
+
+def run_pretraining(
+    method: str,
+    manifest_paths: PathLike | Sequence[PathLike],
+    proposals_roots: PathLike | Sequence[PathLike],
+    out_dir: PathLike,
+    cfg: Mapping[str, Any],
+) -> TrainResult:
+    """Pretrain ``method`` on the training cases and write its checkpoints into ``out_dir``.
+
+    Args:
+        method: a key of :data:`PRETEXT_TASKS` (``"mass"``, ...).
+        manifest_paths: ``results/<dataset>/manifest.parquet`` of every pretraining dataset.
+        proposals_roots: the matching ``results/<dataset>/proposals`` folders.
+        out_dir: run folder, e.g. ``results/pretrain/<method>``.
+        cfg: the config's ``pretrain`` section: ``train`` (see
+            :class:`~mass_core.pretrain.trainer.TrainConfig`), ``encoder``
+            (shared by all methods) and one section per method.
+
+    Returns:
+        :class:`~mass_core.pretrain.trainer.TrainResult`; call sites exit with
+        its ``exit_code`` (0 only when ``final.pt`` exists).
+    """
+    if method not in PRETEXT_TASKS:
+        raise ValueError(f"method must be one of {sorted(PRETEXT_TASKS)}, got {method!r}")
+    train_config = TrainConfig.from_dict(cfg.get("train", {}))
+    task = PRETEXT_TASKS[method](training_cases(manifest_paths, proposals_roots), cfg)
+    return train(task, train_config, out_dir)

@@ -1,0 +1,353 @@
+"""The training loop shared by every pretext task (MASS, MIM, MiM).
+
+Pieces live in their own modules: the task (:mod:`.task`) gives model, data
+and loss; :mod:`.optim` the optimiser and one-cycle schedule; :mod:`.ema` the
+evaluation weights; :mod:`.checkpoint` the files; :mod:`.data` step-keyed
+loading; :mod:`.distributed` the process group; :mod:`.metrics` the logs.
+
+Run folder (``out_dir``):
+
+- ``latest.pt`` every ``checkpoint_every`` steps and when stopping early;
+  removed once ``final.pt`` is written;
+- ``final.pt`` (training checkpoint with EMA weights) and ``encoder.pt`` (the
+  EMA encoder alone) at the end;
+- ``metrics.csv`` (and ``tensorboard/`` when TensorBoard is installed).
+
+Restarting :func:`train` with the same arguments continues from
+``latest.pt`` and ends with the same weights as an uninterrupted run; when
+``final.pt`` exists it returns at once. A run that stops before its last step
+(``max_wall_seconds``, SIGTERM or SIGUSR1) saves ``latest.pt`` and reports
+``exit_code == EXIT_RESUMABLE`` so that a scheduler resubmits it.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from types import FrameType
+from typing import Any, Mapping
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from mass_core.pretrain.checkpoint import TrainingState, load_checkpoint, load_state_dict_checked, save_checkpoint, save_encoder
+from mass_core.pretrain.data import make_loader
+from mass_core.pretrain.distributed import DistEnv, any_rank, setup_distributed, teardown_distributed
+from mass_core.pretrain.ema import build_ema
+from mass_core.pretrain.metrics import METRICS_FILE, MetricsLogger
+from mass_core.pretrain.optim import build_optimizer, build_scheduler
+from mass_core.pretrain.task import PretextTask
+
+__all__ = ["ENCODER_FILE", "EXIT_RESUMABLE", "FINAL_FILE", "LATEST_FILE", "TrainConfig", "TrainResult", "train"]
+
+LATEST_FILE = "latest.pt"
+FINAL_FILE = "final.pt"
+ENCODER_FILE = "encoder.pt"
+# sysexits.h EX_TEMPFAIL, "try again later": the run saved latest.pt and wants resubmitting.
+EXIT_RESUMABLE = 75
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping of a pretraining run (config key ``pretrain.train``).
+
+    Args:
+        steps: optimiser steps in total (the paper: 100k).
+        batch_size: samples per step and per process (the paper: 4 tasks of 13 masks).
+        lr: peak learning rate of the one-cycle schedule (the paper: 2e-3).
+        warmup_fraction: share of the steps spent warming up (the paper: 0.05).
+        optimizer: ``"lamb"`` (the paper's) or ``"adamw"``.
+        weight_decay: on tensors with two or more dimensions (not biases or norm scales).
+        grad_clip: max global gradient norm.
+        ema_decay: decay of the EMA weights used for evaluation (the paper: 0.99).
+        checkpoint_every: steps between ``latest.pt`` writes.
+        log_every: steps between ``metrics.csv`` rows.
+        seed: seeds model initialisation and every sample.
+        num_workers: data-loader worker processes (0: load in the main process).
+        max_wall_seconds: stop cleanly, leaving ``latest.pt``, before this many
+            seconds have passed since the start; ``None`` for no limit.
+        device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
+        bf16: bf16 autocast on CUDA (ignored on CPU, where it is slow).
+    """
+
+    steps: int = 300
+    batch_size: int = 2
+    lr: float = 2e-3
+    warmup_fraction: float = 0.05
+    optimizer: str = "lamb"
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99
+    checkpoint_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+    max_wall_seconds: float | None = None
+    device: str = "auto"
+    bf16: bool = True
+
+    # Changing these mid-run would change the result; the rest may change between attempts.
+    RUN_DEFINING = ("steps", "batch_size", "lr", "warmup_fraction", "optimizer", "weight_decay", "grad_clip", "ema_decay", "seed")
+
+    def __post_init__(self) -> None:
+        positive = {"steps": 4, "batch_size": 1, "checkpoint_every": 1, "log_every": 1}
+        for name, least in positive.items():
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0 or self.num_workers < 0 or self.seed < 0:
+            raise ValueError(f"lr and grad_clip must be > 0, weight_decay, num_workers and seed >= 0; got {self}")
+        if self.max_wall_seconds is not None and self.max_wall_seconds <= 0:
+            raise ValueError(f"max_wall_seconds must be > 0 or None, got {self.max_wall_seconds}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from plain config values; unknown keys raise ``ValueError``."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"train config has unknown keys {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a call to :func:`train` ended.
+
+    Attributes:
+        finished: ``final.pt`` exists (now or from an earlier call).
+        step: optimiser steps completed.
+        out_dir: the run folder.
+    """
+
+    finished: bool
+    step: int
+    out_dir: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        """``final.pt`` when finished, else ``latest.pt``."""
+        return self.out_dir / (FINAL_FILE if self.finished else LATEST_FILE)
+
+    @property
+    def exit_code(self) -> int:
+        """0 only when finished; :data:`EXIT_RESUMABLE` when the run must be resubmitted."""
+        return 0 if self.finished else EXIT_RESUMABLE
+
+
+class _StopRequests:
+    """Turns SIGTERM (a scheduler's time limit or pre-emption) and SIGUSR1 (an early warning) into a flag."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __enter__(self) -> _StopRequests:
+        # Handlers can only be installed from the main thread (not, e.g., from a notebook worker thread).
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class _Window:
+    """Running means of the logged values between two ``metrics.csv`` rows, plus throughput."""
+
+    global_batch: int
+    steps: int = 0
+    data_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, values: Mapping[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def flush(self, now: float) -> dict[str, float]:
+        """Means since the last flush, ``samples_per_s`` and ``data_fraction`` (time spent waiting for data); then reset."""
+        elapsed = max(now - self.started, 1e-9)
+        row = {k: v / self.steps for k, v in self.sums.items()}
+        row |= {"samples_per_s": self.steps * self.global_batch / elapsed, "data_fraction": self.data_seconds / elapsed}
+        self.steps, self.data_seconds, self.started, self.sums = 0, 0.0, now, {}
+        return row
+
+
+@dataclass
+class _Parts:
+    """The objects of one run that checkpoints capture."""
+
+    model: torch.nn.Module
+    ema: torch.optim.swa_utils.AveragedModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def state(self, task: PretextTask, config: TrainConfig, step: int, metrics: list[dict[str, float]]) -> TrainingState:
+        return TrainingState(
+            method=task.method,
+            model_config=task.model_config(),
+            train_config=asdict(config),
+            step=step,
+            model=self.model.state_dict(),
+            ema=self.ema.module.state_dict(),
+            ema_updates=int(self.ema.n_averaged.item()),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            metrics=metrics,
+        )
+
+    def restore(self, path: Path, task: PretextTask, config: TrainConfig) -> TrainingState:
+        state = load_checkpoint(path, task.method, task.model_config())
+        changed = [k for k in TrainConfig.RUN_DEFINING if state.train_config.get(k) != getattr(config, k)]
+        if changed:
+            details = ", ".join(f"{k}: {state.train_config.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+            raise ValueError(f"{path} was written with other training settings ({details}); restore them or start in a new folder")
+        load_state_dict_checked(self.model, state.model, str(path))
+        load_state_dict_checked(self.ema.module, state.ema, f"{path} (ema)")
+        self.ema.n_averaged.fill_(state.ema_updates)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        return state
+
+
+def _build(task: PretextTask, config: TrainConfig, device: torch.device) -> _Parts:
+    # The same seed on every rank gives every replica the same initial weights.
+    torch.manual_seed(config.seed)
+    model = task.build_model().to(device)
+    if not isinstance(getattr(model, "encoder", None), torch.nn.Module):
+        raise ValueError(f"task {task.method!r} builds a model without an 'encoder' attribute")
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    return _Parts(
+        model=model,
+        ema=build_ema(model, config.ema_decay),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, config.lr, config.steps, config.warmup_fraction),
+    )
+
+
+def _finish(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path, metrics: list[dict[str, float]]) -> None:
+    # encoder.pt first: final.pt's existence is what marks the run complete.
+    save_encoder(out_dir / ENCODER_FILE, parts.ema.module.encoder, task.method, config.steps)
+    save_checkpoint(out_dir / FINAL_FILE, parts.state(task, config, config.steps, metrics))
+    (out_dir / LATEST_FILE).unlink(missing_ok=True)
+
+
+def train(task: PretextTask, config: TrainConfig, out_dir: str | Path) -> TrainResult:
+    """Train ``task`` into ``out_dir``, resuming from ``latest.pt`` when present.
+
+    Args:
+        task: the pretext task (model, samples, loss).
+        config: optimisation and bookkeeping settings.
+        out_dir: the run folder (created if needed).
+
+    Returns:
+        :class:`TrainResult`; ``exit_code`` is 0 only when ``final.pt`` exists.
+
+    Raises:
+        ValueError: ``out_dir`` holds a checkpoint of another method, model
+            shape or training settings.
+        FloatingPointError: the loss became NaN or infinite.
+    """
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / FINAL_FILE).exists():
+        state = load_checkpoint(out_dir / FINAL_FILE, task.method, task.model_config())
+        if not (out_dir / METRICS_FILE).exists():
+            MetricsLogger(out_dir, state.metrics).close()
+        return TrainResult(finished=True, step=state.step, out_dir=out_dir)
+    env = setup_distributed(config.device)
+    try:
+        return _run(task, config, out_dir, env, started)
+    finally:
+        teardown_distributed(env)
+
+
+def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, started: float) -> TrainResult:
+    parts = _build(task, config, env.device)
+    latest = out_dir / LATEST_FILE
+    restored = parts.restore(latest, task, config) if latest.exists() else None
+    start = restored.step if restored else 0
+    network: torch.nn.Module = parts.model
+    if env.world_size > 1:
+        network = DistributedDataParallel(parts.model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    use_bf16 = config.bf16 and env.device.type == "cuda"
+    loader = make_loader(task, config.seed, start, config.steps, config.batch_size, config.num_workers, env.rank, env.world_size, pin_memory=env.device.type == "cuda")
+    logger = MetricsLogger(out_dir, restored.metrics if restored else ()) if env.is_main else None
+    history = logger.rows if logger is not None else []
+    tty = sys.stderr.isatty()
+    progress = tqdm(total=config.steps, initial=start, disable=not env.is_main, mininterval=1 if tty else 60, desc=f"pretrain {task.method}", file=sys.stderr)
+
+    step, saved_at = start, start
+    step_seconds = save_seconds = 0.0
+    window = _Window(global_batch=config.batch_size * env.world_size)
+    with _StopRequests() as stop, progress:
+        tick = time.monotonic()
+        for raw in loader:
+            window.data_seconds += time.monotonic() - tick
+            network.train()
+            batch = task.make_batch(raw, env.device)
+            with torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                losses = task.compute_loss(network, batch)
+            parts.optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), config.grad_clip)
+            lr = parts.optimizer.param_groups[0]["lr"]
+            parts.optimizer.step()
+            parts.scheduler.step()
+            parts.ema.update_parameters(parts.model)
+            step += 1
+
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            if not math.isfinite(values["loss"]):
+                raise FloatingPointError(f"loss is {values['loss']} at step {step}; {latest.name} holds the last finite weights")
+            window.add({**values, "grad_norm": float(grad_norm)})
+            now = time.monotonic()
+            step_seconds = now - tick if step_seconds == 0 else 0.9 * step_seconds + 0.1 * (now - tick)
+            if step % config.log_every == 0 or step == config.steps:
+                row = window.flush(now) | {"lr": lr, "wall_s": now - started}
+                if logger is not None:
+                    logger.log(step, row)
+                progress.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.2f}", refresh=False)
+            progress.update(1)
+            if step == config.steps:
+                break
+
+            if step % config.checkpoint_every == 0:
+                save_seconds = _save_latest(parts, task, config, out_dir, step, env, history)
+                saved_at = step
+            # Stop while a step and a checkpoint (twice, for safety) still fit in the budget.
+            over_budget = config.max_wall_seconds is not None and time.monotonic() - started + 2 * (step_seconds + save_seconds) > config.max_wall_seconds
+            if any_rank(stop.requested or over_budget, env):
+                if saved_at != step:
+                    _save_latest(parts, task, config, out_dir, step, env, history)
+                break
+            tick = time.monotonic()
+
+    if logger is not None:
+        logger.close()
+    finished = step == config.steps
+    if finished and env.is_main:
+        _finish(parts, task, config, out_dir, history)
+    return TrainResult(finished=finished, step=step, out_dir=out_dir)
+
+
+def _save_latest(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path, step: int, env: DistEnv, metrics: list[dict[str, float]]) -> float:
+    """Write ``latest.pt`` on rank 0; returns the seconds it took (for the wall-clock budget)."""
+    began = time.monotonic()
+    if env.is_main:
+        save_checkpoint(out_dir / LATEST_FILE, parts.state(task, config, step, metrics))
+    return time.monotonic() - began

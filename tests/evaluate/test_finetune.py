@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mass_core.evaluate.finetune import FinetuneParams, run_finetune
+from mass_core.models.encoder import ResidualEncoder
+from mass_core.pretrain.checkpoint import save_encoder
+
+from .conftest import TINY_ENCODER, write_dataset
+
+PARAMS = FinetuneParams(steps=4, crop=(16, 16, 16), batch=2, val_every=2, roi=(16, 16, 16), device="cpu")
+
+
+def test_params_from_config():
+    params = FinetuneParams.from_config({"steps": 10, "crop": [16, 16, 16]})
+    assert params.crop == (16, 16, 16) and params.steps == 10
+    with pytest.raises(ValueError, match="unknown keys"):
+        FinetuneParams.from_config({"step": 10})
+    with pytest.raises(ValueError, match="overlap"):
+        FinetuneParams(overlap=1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_finetune_on_three_tiny_cases_writes_metrics(tmp_path, pretrained):
+    manifest = write_dataset(tmp_path / "data", {"train": [0, 1], "val": [2], "test": [3]})
+    weights = None
+    if pretrained:
+        weights = tmp_path / "encoder.pt"
+        save_encoder(weights, ResidualEncoder(TINY_ENCODER), "mim", step=1)
+    summary = run_finetune(manifest, tmp_path / "out", dataset="tiny", method="mim" if pretrained else "scratch", fraction=0.5,
+                           seed=0, subset_seed=0, encoder_weights=weights, encoder_config=TINY_ENCODER, params=PARAMS, threads=1)
+    metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    assert list(metrics["case_id"]) == ["case_03", "case_03"] and list(metrics["class_id"]) == [1, 2]
+    assert metrics["dice"].between(0, 1).all() and (metrics["hd95_mm"] >= 0).all()
+    stored = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert stored["train_cases"] == summary["train_cases"] and len(stored["train_cases"]) == 1
+    assert [h["step"] for h in stored["history"]] == [2, 4] and stored["selected_step"] in (2, 4)
+    assert stored["test_cases"] == ["case_03"] and "case_03" not in stored["train_cases"] + stored["val_cases"]
+    with np.load(tmp_path / "out" / "predictions.npz") as predictions:
+        assert predictions["case_03"].shape == (24, 24, 20)

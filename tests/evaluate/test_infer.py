@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from mass_core.evaluate.infer import InferParams, label_map, main_infer, segment_scan
+from mass_core.phantom import LABELS, PhantomParams, make_phantom
+from mass_core.standardize import StandardizeParams, standardize_images
+
+from .conftest import save_mass_checkpoint
+
+# 120 mm field of view at a coarse grid, so that a case has a few thousand voxels.
+PHANTOM = PhantomParams(shape=(40, 40, 24), spacing_mm=(3.0, 3.0, 5.0), noise_hu=5.0)
+PARAMS = InferParams(standardize=StandardizeParams(spacing_mm=(4.0, 4.0, 4.0)), crop=(16, 16, 16), roi=(16, 16, 16), device="cpu")
+
+
+def phantom_images(index: int) -> tuple[sitk.Image, sitk.Image]:
+    """A phantom case stored in a non-RAS orientation: axes X and Y swapped and Z flipped (same physical space)."""
+    case = make_phantom(index, PHANTOM)
+    images = []
+    for array in (case.image_hu, case.label):
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+        image.SetSpacing(case.spacing_mm)
+        image.SetOrigin(case.origin_mm)
+        images.append(sitk.Flip(sitk.PermuteAxes(image, [1, 0, 2]), [False, False, True]))
+    assert images[0].GetDirection() != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    return images[0], images[1]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_round_trip_on_a_non_ras_case_is_aligned_with_the_original_labels():
+    image, label = phantom_images(0)
+    labels = sorted(int(v) for v in np.unique(sitk.GetArrayFromImage(label)) if v > 0)
+    truth_std = standardize_images(image, label, "truth", "CT", PARAMS.standardize)
+
+    def perfect(volume: np.ndarray) -> np.ndarray:
+        # Stand-in for the model: the ground truth on the standardized grid, as probabilities.
+        np.testing.assert_allclose(volume, truth_std.image)
+        return np.stack([truth_std.label == c for c in labels]).astype(np.float32)
+
+    predicted = segment_scan(image, perfect, labels, PARAMS, "test")
+    for getter in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(predicted, getter)() == pytest.approx(getattr(image, getter)())
+    pred, truth = sitk.GetArrayFromImage(predicted), sitk.GetArrayFromImage(label)
+    for c in labels:
+        # Left and right kidneys are separate classes: a flipped axis would give ~0 here.
+        minimum = 0.5 if LABELS[c] == "lesion" else 0.75
+        assert dice(pred == c, truth == c) > minimum, LABELS[c]
+
+
+def test_label_map_takes_the_most_probable_label_above_threshold():
+    probabilities = np.array([[[[0.9, 0.6, 0.2]]], [[[0.7, 0.8, 0.4]]]], np.float32)  # (K=2, 1, 1, 3)
+    np.testing.assert_array_equal(label_map(probabilities, [3, 5], 0.5)[0, 0], [3, 5, 0])
+
+
+def write(image: sitk.Image, path: Path) -> str:
+    sitk.WriteImage(image, str(path))
+    return str(path)
+
+
+def test_cli_segments_in_context_with_a_multilabel_reference(tmp_path):
+    ref_image, ref_label = phantom_images(1)
+    test_image, _ = phantom_images(2)
+    checkpoint = save_mass_checkpoint(tmp_path / "final.pt")
+    args = [write(test_image, tmp_path / "scan.nrrd"), "--checkpoint", str(checkpoint), "--reference", write(ref_image, tmp_path / "ref.nii.gz"), write(ref_label, tmp_path / "ref_seg.nii.gz"),
+            "--out-dir", str(tmp_path / "out"), "--spacing", "6", "6", "6", "--crop", "16", "16", "16", "--roi", "16", "16", "16",
+            "--device", "cpu", "--labels", "1", "2", "6"]
+    assert main_infer(args) == 0
+    output = sitk.ReadImage(str(tmp_path / "out" / "scan.nrrd"))
+    for getter in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(output, getter)() == pytest.approx(getattr(test_image, getter)())
+    assert set(np.unique(sitk.GetArrayFromImage(output))) <= {0, 1, 2, 6}
+
+
+def test_cli_reports_bad_geometry(tmp_path, capsys):
+    ref_image, ref_label = phantom_images(1)
+    checkpoint = str(save_mass_checkpoint(tmp_path / "final.pt"))
+    scan = write(ref_image, tmp_path / "scan.nii.gz")
+    common = ["--checkpoint", checkpoint, "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
+
+    # A mask on another grid than its image.
+    shifted = sitk.Image(ref_label)
+    shifted.SetOrigin([o + 7.0 for o in ref_label.GetOrigin()])
+    assert main_infer([*common, "--reference", scan, write(shifted, tmp_path / "bad_seg.nii.gz"), scan]) == 1
+    err = capsys.readouterr().err
+    assert "reference scan.nii.gz (mask bad_seg.nii.gz)" in err and "label origin" in err and "does not match image origin" in err
+
+    # A NIfTI without geometry (qform and sform codes 0).
+    nib.save(nib.Nifti1Image(sitk.GetArrayFromImage(ref_image).transpose(2, 1, 0), None), tmp_path / "nogeo.nii.gz")
+    assert main_infer([*common, "--reference", scan, write(ref_label, tmp_path / "seg.nii.gz"), str(tmp_path / "nogeo.nii.gz")]) == 1
+    assert "no geometry" in capsys.readouterr().err
+
+    # A format that stores no geometry at all.
+    (tmp_path / "scan.png").write_bytes(b"")
+    assert main_infer([*common, "--reference", scan, str(tmp_path / "seg.nii.gz"), str(tmp_path / "scan.png")]) == 1
+    assert "unsupported file type" in capsys.readouterr().err
+
+    # Writing next to the input would overwrite it.
+    assert main_infer([*common[:2], "--out-dir", str(tmp_path), "--reference", scan, str(tmp_path / "seg.nii.gz"), scan]) == 1
+    assert "overwrite" in capsys.readouterr().err

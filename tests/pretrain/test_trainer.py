@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import os
+import signal
+
+import pandas as pd
+import pytest
+import torch
+
+from mass_core.pretrain.data import StepSampler
+from mass_core.pretrain.mass import MassTask
+from mass_core.pretrain.trainer import EXIT_RESUMABLE, TrainConfig, train
+
+SHORT = TrainConfig(steps=6, batch_size=2, lr=5e-3, checkpoint_every=2, log_every=2)
+
+
+def _weights(path):
+    state = torch.load(path, weights_only=True)
+    return {**{f"model.{k}": v for k, v in state["model"].items()}, **{f"ema.{k}": v for k, v in state["ema"].items()}}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+
+
+def test_run_writes_checkpoints_metrics_and_an_encoder(tmp_path, tiny_cases, tiny_mass_config):
+    result = train(MassTask(tiny_cases, tiny_mass_config), SHORT, tmp_path)
+    assert result.finished and result.exit_code == 0 and result.step == 6
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["encoder.pt", "final.pt", "metrics.csv"]
+    final = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert final["method"] == "mass" and final["step"] == 6 and final["ema_updates"] == 6
+    encoder = torch.load(tmp_path / "encoder.pt", weights_only=True)["state_dict"]
+    assert encoder.keys() == {k.removeprefix("encoder.") for k in final["ema"] if k.startswith("encoder.")}
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics["step"].tolist() == [2, 4, 6]
+    assert {"loss", "tversky", "bce", "present_fraction", "grad_norm", "lr", "samples_per_s", "data_fraction"} <= set(metrics.columns)
+    # A finished run is not trained again.
+    stamp = os.stat(tmp_path / "final.pt").st_mtime_ns
+    again = train(MassTask(tiny_cases, tiny_mass_config), SHORT, tmp_path)
+    assert again.finished and os.stat(tmp_path / "final.pt").st_mtime_ns == stamp
+
+
+def test_wall_clock_stop_then_resume_gives_the_uninterrupted_weights(tmp_path, tiny_cases, tiny_mass_config):
+    task = MassTask(tiny_cases, tiny_mass_config)
+    train(task, SHORT, tmp_path / "straight")
+    # A budget too small for more than one step: the run stops cleanly after it.
+    stopped = train(task, TrainConfig(**{**SHORT.__dict__, "max_wall_seconds": 1e-3}), tmp_path / "split")
+    assert not stopped.finished and stopped.exit_code == EXIT_RESUMABLE and stopped.step == 1
+    assert (tmp_path / "split" / "latest.pt").exists() and not (tmp_path / "split" / "final.pt").exists()
+    assert torch.load(tmp_path / "split" / "latest.pt", weights_only=True)["step"] == 1
+    # The rerun (another budget, other bookkeeping) continues to the same weights.
+    resumed = train(task, TrainConfig(**{**SHORT.__dict__, "checkpoint_every": 5}), tmp_path / "split")
+    assert resumed.finished and not (tmp_path / "split" / "latest.pt").exists()
+    _assert_same(_weights(tmp_path / "straight" / "final.pt"), _weights(tmp_path / "split" / "final.pt"))
+    assert pd.read_csv(tmp_path / "split" / "metrics.csv")["step"].tolist() == [2, 4, 6]
+
+
+class _SignalledTask(MassTask):
+    """Sends SIGTERM to its own process during step 3, like a scheduler's time limit."""
+
+    calls = 0
+
+    def compute_loss(self, model, batch):
+        type(self).calls += 1
+        if type(self).calls == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().compute_loss(model, batch)
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path, tiny_cases, tiny_mass_config):
+    before = signal.getsignal(signal.SIGTERM)
+    result = train(_SignalledTask(tiny_cases, tiny_mass_config), SHORT, tmp_path)
+    assert not result.finished and result.step == 3 and result.exit_code == EXIT_RESUMABLE
+    assert torch.load(tmp_path / "latest.pt", weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) == before
+    # Snakemake deletes the outputs of a failed attempt; the history lives on in latest.pt.
+    (tmp_path / "metrics.csv").unlink()
+    assert train(MassTask(tiny_cases, tiny_mass_config), SHORT, tmp_path).finished
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [2, 4, 6]
+    (tmp_path / "metrics.csv").unlink()
+    train(MassTask(tiny_cases, tiny_mass_config), SHORT, tmp_path)
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [2, 4, 6]
+
+
+def test_resume_refuses_other_settings_or_methods(tmp_path, tiny_cases, tiny_mass_config):
+    task = MassTask(tiny_cases, tiny_mass_config)
+    train(task, TrainConfig(**{**SHORT.__dict__, "max_wall_seconds": 1e-3}), tmp_path)
+    with pytest.raises(ValueError, match=r"other training settings \(lr: 0.005 -> 0.001\)"):
+        train(task, TrainConfig(**{**SHORT.__dict__, "lr": 1e-3}), tmp_path)
+
+    class OtherMethod(MassTask):
+        method = "mim"
+
+    with pytest.raises(ValueError, match="written by pretext task 'mass', not 'mim'"):
+        train(OtherMethod(tiny_cases, tiny_mass_config), SHORT, tmp_path)
+
+
+def test_ranks_split_each_step_like_one_big_batch():
+    single = list(StepSampler(3, 5, batch_size=4))
+    ranks = [list(StepSampler(3, 5, batch_size=2, rank=r, world_size=2)) for r in range(2)]
+    assert single == list(range(12, 20))
+    assert sorted(ranks[0] + ranks[1]) == single
+    assert ranks[0][:2] == [12, 13] and ranks[1][:2] == [14, 15]
+    with pytest.raises(ValueError, match="rank"):
+        StepSampler(0, 1, 1, rank=2, world_size=2)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"steps": 3}, "steps"), ({"batch_size": 0}, "batch_size"), ({"max_wall_seconds": 0}, "max_wall_seconds")])
+def test_bad_train_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"epochs": 3})
+
+
+def test_loader_workers_do_not_change_the_result(tmp_path, tiny_cases, tiny_mass_config):
+    task = MassTask(tiny_cases, tiny_mass_config)
+    short = TrainConfig(**{**SHORT.__dict__, "steps": 4})
+    train(task, short, tmp_path / "main")
+    train(task, TrainConfig(**{**short.__dict__, "num_workers": 2}), tmp_path / "workers")
+    _assert_same(_weights(tmp_path / "main" / "final.pt"), _weights(tmp_path / "workers" / "final.pt"))

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mass_core.proposals.store import TABLE_COLUMNS, ProposalSet, ProposalStore
+
+from proposal_fixtures import block_store  # noqa: F401  (fixture)
+
+CROPS = [
+    (slice(0, 20), slice(0, 18), slice(0, 16)),
+    (slice(3, 11), slice(5, 17), slice(2, 9)),
+    (slice(19, 20), slice(0, 1), slice(15, 16)),
+]
+
+
+def test_table_describes_every_proposal(block_store):
+    directory, maps = block_store
+    store = ProposalStore(directory)
+    table = store.table
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    assert len(table) == int(maps[0].max()) + int(maps[1].max())
+    assert table["proposal_id"].is_unique
+    row = table[(table["scale"] == 1) & (table["label"] == 1)].iloc[0]
+    mask = maps[1] == 1
+    assert row["voxels"] == mask.sum()
+    assert row["volume_mm3"] == pytest.approx(mask.sum() * 1.5 * 1.5 * 2.0)
+    where = np.argwhere(mask)
+    assert [row["x0"], row["x1"], row["y0"], row["y1"], row["z0"], row["z1"]] == [
+        where[:, 0].min(), where[:, 0].max() + 1, where[:, 1].min(), where[:, 1].max() + 1,
+        where[:, 2].min(), where[:, 2].max() + 1,
+    ]
+    assert store.shape == maps.shape[1:] and store.spacing == (1.5, 1.5, 2.0) and store.case_id == "case_a"
+    assert store.sources == ("fh3d", "fh3d") and store.scale_params == (1.0, 4.0)
+
+
+@pytest.mark.parametrize("crop", CROPS)
+def test_crop_reads_equal_slicing_the_full_map(block_store, crop):
+    directory, maps = block_store
+    store = ProposalStore(directory)
+    np.testing.assert_array_equal(store.read_crop(crop), maps[(slice(None),) + crop])
+    np.testing.assert_array_equal(store.label_maps(), maps)
+
+
+@pytest.mark.parametrize("crop", CROPS)
+def test_masks_in_crop_are_the_proposals_present(block_store, crop):
+    directory, maps = block_store
+    store = ProposalStore(directory)
+    got = store.masks_in_crop(crop, min_voxels=5)
+    table = store.table.set_index("proposal_id")
+    expected_ids = []
+    for pid, row in table.iterrows():
+        mask = maps[row["scale"]][crop] == row["label"]
+        if mask.sum() >= 5:
+            expected_ids.append(pid)
+            np.testing.assert_array_equal(got.masks[len(expected_ids) - 1], mask)
+            assert got.voxels[len(expected_ids) - 1] == mask.sum()
+    np.testing.assert_array_equal(got.ids, expected_ids)
+
+
+def test_masks_in_crop_draws_at_most_max_masks(block_store):
+    directory, maps = block_store
+    store = ProposalStore(directory)
+    crop = CROPS[1]
+    everything = store.masks_in_crop(crop)
+    drawn = store.masks_in_crop(crop, max_masks=3, rng=np.random.default_rng(0))
+    assert drawn.ids.size == 3 and set(drawn.ids) <= set(everything.ids)
+    np.testing.assert_array_equal(drawn.voxels, drawn.masks.sum(axis=(1, 2, 3)))
+    for i, pid in enumerate(drawn.ids):
+        np.testing.assert_array_equal(drawn.masks[i], everything.masks[list(everything.ids).index(pid)])
+    with pytest.raises(ValueError, match="max_masks"):
+        store.masks_in_crop(crop, max_masks=3)
+    with pytest.raises(ValueError, match="min_voxels"):
+        store.masks_in_crop(crop, min_voxels=0)
+
+
+def test_whole_masks_by_id_and_bad_slices(block_store):
+    directory, maps = block_store
+    store = ProposalStore(directory)
+    ids = store.table["proposal_id"].to_numpy()[[5, 0, -1]]
+    masks = store.masks(ids)
+    for mask, pid in zip(masks, ids):
+        row = store.table.set_index("proposal_id").loc[pid]
+        np.testing.assert_array_equal(mask, maps[row["scale"]] == row["label"])
+    with pytest.raises(ValueError, match="ids"):
+        store.masks([10**6])
+    with pytest.raises(ValueError, match="slices"):
+        store.read_crop((slice(0, 4), slice(0, 4)))
+    with pytest.raises(ValueError, match="slices"):
+        store.read_crop((slice(0, 4, 2), slice(0, 4), slice(0, 4)))
+    with pytest.raises(ValueError, match="slices"):
+        store.read_crop((slice(10, 30), slice(0, 4), slice(0, 4)))
+
+
+def test_from_label_maps_rejects_gaps_and_signed_maps():
+    maps = np.zeros((1, 4, 4, 4), np.uint8)
+    maps[0, 0, 0, 0] = 2
+    with pytest.raises(ValueError, match="consecutive"):
+        ProposalSet.from_label_maps("c", (1, 1, 1), maps, ["x"], [1.0])
+    with pytest.raises(ValueError, match="unsigned"):
+        ProposalSet.from_label_maps("c", (1, 1, 1), maps.astype(np.int16), ["x"], [1.0])
+
+
+def test_store_reopens_its_file_in_a_forked_worker(block_store):
+    directory, maps = block_store
+    store = ProposalStore(directory)
+    store.read_crop(CROPS[1])
+    store._pid = -1  # what a forked data-loader worker sees: another process id
+    np.testing.assert_array_equal(store.read_crop(CROPS[1]), maps[(slice(None),) + CROPS[1]])
+    store.close()

@@ -1,0 +1,51 @@
+# The paper's tables and figures from every evaluation run. Rerunning
+# `aggregate` alone rewrites byte-identical tables.
+
+
+rule aggregate:
+    input:
+        finetune=finetune_metrics(),
+        fewshot=fewshot_metrics(),
+        probe=probe_metrics(),
+    output:
+        **{f"{name}_{ext}": f"{TABLES_DIR}/{name}.{ext}" for name in TABLES for ext in ("parquet", "md")},
+        **{
+            f"{name}_csv": report(f"{TABLES_DIR}/{name}.csv", caption=f"../report/{name}.rst", category="Tables")
+            for name in TABLES
+        },
+    params:
+        methods=EVALUATION["methods"],
+    log:
+        "logs/aggregate.log",
+    conda:
+        ENV
+    script:
+        "../scripts/aggregate.py"
+
+
+rule plots:
+    input:
+        dice=f"{TABLES_DIR}/segmentation_dice.parquet",
+        fewshot=f"{TABLES_DIR}/fewshot_dice.parquet",
+        fewshot_per_class=f"{TABLES_DIR}/fewshot_per_class.parquet",
+        examples=example_inputs(),
+    output:
+        efficiency=report(
+            f"{PLOTS_DIR}/label_efficiency.png", caption="../report/label_efficiency.rst", category="Evaluation"
+        ),
+        fewshot=report(f"{PLOTS_DIR}/fewshot_dice.png", caption="../report/fewshot_dice_plot.rst", category="Evaluation"),
+        examples=report(
+            expand(f"{PLOTS_DIR}/examples_{{dataset}}.png", dataset=EVAL_DATASETS),
+            caption="../report/examples.rst",
+            category="Evaluation",
+        ),
+    params:
+        methods=EVALUATION["methods"],
+        examples=example_specs(),
+        novel_classes=EVALUATION["novel_classes"],
+    log:
+        "logs/plots.log",
+    conda:
+        ENV
+    script:
+        "../scripts/plots.py"

@@ -1,0 +1,71 @@
+# One pretraining run per method over the training splits of the pretraining
+# datasets. A run that stops early (time limit, pre-emption, max_wall_seconds)
+# leaves latest.pt and exits 75; `retries` resubmits it and it continues.
+
+
+rule pretrain:
+    input:
+        manifests=pretrain_manifests(),
+        proposals=pretrain_proposals,
+    output:
+        final=f"{RESULTS}/pretrain/{{method}}/final.pt",
+        encoder=f"{RESULTS}/pretrain/{{method}}/encoder.pt",
+        metrics=report(
+            f"{RESULTS}/pretrain/{{method}}/metrics.csv",
+            caption="../report/pretrain_metrics.rst",
+            category="Pretraining",
+            subcategory="{method}",
+        ),
+    wildcard_constraints:
+        method="mass|mim|mim_hier",
+    params:
+        out_dir=lambda wildcards, output: str(Path(output.final).parent),
+        proposals_roots=[f"{RESULTS}/{name}/proposals" for name in PRETRAIN_DATASETS],
+        settings=pretrain_settings,
+    log:
+        "logs/pretrain/{method}.log",
+    retries: config["pretrain"]["resubmissions"]
+    resources:
+        runtime=config["pretrain"]["runtime_minutes"],
+        **gpu_resources(),
+    threads: config["pretrain"]["threads"]
+    conda:
+        ENV
+    script:
+        "../scripts/pretrain.py"
+
+
+rule init_scratch:
+    output:
+        encoder=f"{RESULTS}/pretrain/scratch/encoder.pt",
+    params:
+        settings=config["pretrain"],
+    log:
+        "logs/pretrain/scratch.log",
+    conda:
+        ENV
+    script:
+        "../scripts/init_scratch.py"
+
+
+rule reconstruction_figure:
+    input:
+        final=f"{RESULTS}/pretrain/{{method}}/final.pt",
+        manifest=pretrain_manifests()[0],
+    output:
+        report(
+            f"{RESULTS}/pretrain/{{method}}/reconstruction.png",
+            caption="../report/reconstruction.rst",
+            category="Pretraining",
+            subcategory="{method}",
+        ),
+    wildcard_constraints:
+        method="mim|mim_hier",
+    params:
+        mask_ratio=lambda wildcards: config["pretrain"][wildcards.method]["mask_ratio"],
+    log:
+        "logs/pretrain/{method}_reconstruction.log",
+    conda:
+        ENV
+    script:
+        "../scripts/reconstruction_figure.py"

@@ -1,0 +1,21 @@
+import sys
+from pathlib import Path
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from mass_core.evaluate.finetune import FinetuneParams, run_finetune
+from mass_core.models.encoder import EncoderConfig
+
+run_finetune(
+    snakemake.input.manifest,
+    Path(snakemake.output.metrics).parent,
+    dataset=snakemake.wildcards.dataset,
+    method=snakemake.wildcards.method,
+    fraction=float(snakemake.wildcards.fraction),
+    seed=int(snakemake.wildcards.seed),
+    subset_seed=snakemake.params.subset_seed,
+    encoder_weights=snakemake.input.encoder[0] if snakemake.input.encoder else None,
+    encoder_config=EncoderConfig.from_dict(snakemake.params.encoder),
+    params=FinetuneParams.from_config(snakemake.params.settings),
+    threads=snakemake.threads,
+)
