@@ -39,7 +39,7 @@ from skimage.segmentation import felzenszwalb  # noqa: E402
 from mass_core.phantom import PhantomCase, PhantomParams, make_phantom  # noqa: E402
 from mass_core.proposals.felzenszwalb3d import build_graph, segment_scales  # noqa: E402
 from mass_core.proposals.generate import ProposalParams, body_mask, generate_proposals  # noqa: E402
-from mass_core.proposals.store import ProposalStore, ids_by_scale, write_store  # noqa: E402
+from mass_core.proposals.store import ProposalSet, ProposalStore, ids_by_scale, write_store  # noqa: E402
 
 SHAPE = (160, 192, 192)
 CROP = 128
@@ -136,7 +136,7 @@ def bench_volume(name: str, image: np.ndarray, spacing: tuple[float, float, floa
     }
 
 
-def bench_reads(image: np.ndarray, proposals, n_reads: int = 60) -> dict:
+def bench_reads(image: np.ndarray, proposals: ProposalSet, n_reads: int = 60) -> dict:
     """Random crops from the store; the image is read through mmap as training does."""
     crop = tuple(min(CROP, n) for n in image.shape)
     rng = np.random.default_rng(0)
@@ -229,7 +229,9 @@ def main() -> None:
     generate_proposals(*warm, ProposalParams(min_foreground_mm3=0), "warm-up")
     volumes = {
         "mni152_t1": mni_volume(),
-        "phantom_160x192x192_1.5mm": phantom_volume_of(make_phantom(0, PhantomParams(shape=SHAPE, spacing_mm=(1.5, 1.5, 1.5)))),
+        "phantom_160x192x192_1.5mm": phantom_volume_of(
+            make_phantom(0, PhantomParams(shape=SHAPE, spacing_mm=(1.5, 1.5, 1.5)))
+        ),
         "phantom_default": phantom_volume_of(make_phantom(0, PhantomParams())),
     }
     results = [bench_volume(name, image, spacing, args.repeats) for name, (image, spacing) in volumes.items()]
@@ -250,8 +252,9 @@ def main() -> None:
     quality = bench_quality(args.quality) if args.quality else []
     for q in quality:
         print(
-            f"{q['generator']:>18}: organ-sized structures {q['structures']}, mean best Dice {q['mean_best_dice']:.2f}, "
-            f"recall@0.5 {q['recall_dice50']:.2f}, recall@0.7 {q['recall_dice70']:.2f}, {q['seconds_per_case']:.1f} s/case"
+            f"{q['generator']:>18}: organ-sized structures {q['structures']}, "
+            f"mean best Dice {q['mean_best_dice']:.2f}, recall@0.5 {q['recall_dice50']:.2f}, "
+            f"recall@0.7 {q['recall_dice70']:.2f}, {q['seconds_per_case']:.1f} CPU s/case"
         )
     if args.json:
         args.json.write_text(json.dumps({"speed": results, "quality": quality}, indent=2) + "\n")

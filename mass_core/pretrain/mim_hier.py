@@ -5,9 +5,13 @@ region downsampled to the crop size; each next level is a box covering half
 of the previous level's extent per axis, at twice its resolution, so the
 finest level is at the native spacing. Every level is masked and
 reconstructed at once (the MIM loss per level), and adjacent levels are
-aligned: the finer level's pooled deepest features, through a projector and a
-predictor, must match the projected features of the same box pooled from the
-coarser level (cosine distance, coarse side detached as in SimSiam).
+aligned: the finer level's pooled deepest features, through a predictor, must
+match the features of the same box pooled from the coarser level (cosine
+distance, coarse side detached as in SimSiam). The target is the encoder's
+own features rather than a learned projection of them: a projector trained
+only by this loss can map everything to one vector and drive the loss to 0
+without teaching the encoder anything, while encoder features must keep
+varying to serve the reconstruction.
 
 Choices where the paper leaves freedom: two levels by default; nested boxes
 at random positions aligned to the encoder's feature grid (so that the box
@@ -45,7 +49,7 @@ class MimHierConfig:
             ratio, loss, flips); ``crop_size`` is the input size of every level.
         levels: number of nested levels (>= 2).
         align_weight: weight of the cross-level alignment loss.
-        projection_dim: width of the projector and predictor.
+        projection_dim: hidden width of the predictor.
     """
 
     mim: MimConfig = field(default_factory=MimConfig)
@@ -80,8 +84,8 @@ class MimHierConfig:
         return cls(mim=MimConfig.from_config(encoder, section), **own)
 
 
-def _mlp(in_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+def _predictor(channels: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(channels, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, channels))
 
 
 @dataclass
@@ -90,8 +94,8 @@ class HierOutput:
 
     Attributes:
         reconstruction: ``(B, L, C, X, Y, Z)`` per level.
-        fine: ``(B, L-1, P)`` predictions from levels ``1..L-1``.
-        coarse: ``(B, L-1, P)`` projections of the same boxes pooled from levels ``0..L-2``.
+        fine: ``(B, L-1, D)`` predictions from the pooled deepest features of levels ``1..L-1``.
+        coarse: ``(B, L-1, D)`` deepest features of the same boxes pooled from levels ``0..L-2``.
     """
 
     reconstruction: torch.Tensor
@@ -100,7 +104,7 @@ class HierOutput:
 
 
 class MimHierNet(ReconstructionNet):
-    """:class:`ReconstructionNet` over stacked levels, plus the cross-level alignment heads.
+    """:class:`ReconstructionNet` over stacked levels, plus the cross-level alignment predictor.
 
     ``forward(images, masks, boxes)``: ``images`` and ``masks`` ``(B, L, C, X, Y, Z)``;
     ``boxes`` ``(B, L-1, 3)`` integer first feature cell of level ``l+1``'s box
@@ -110,8 +114,7 @@ class MimHierNet(ReconstructionNet):
     def __init__(self, config: ReconstructionConfig, projection_dim: int, box_cells: Sequence[int]) -> None:
         super().__init__(config)
         self.box_cells = tuple(int(c) for c in box_cells)
-        self.projector = _mlp(config.encoder.channels[-1], projection_dim)
-        self.predictor = _mlp(projection_dim, projection_dim)
+        self.predictor = _predictor(config.encoder.channels[-1], projection_dim)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor) -> HierOutput:  # type: ignore[override]
         batch, levels = images.shape[:2]
@@ -126,7 +129,7 @@ class MimHierNet(ReconstructionNet):
         weights = inside.unsqueeze(2).to(deepest.dtype)
         pooled_boxes = (deepest[:, :-1] * weights).sum(dim=(-3, -2, -1)) / weights.sum(dim=(-3, -2, -1))
         pooled_fine = deepest[:, 1:].mean(dim=(-3, -2, -1))
-        return HierOutput(flat.reconstruction.unflatten(0, (batch, levels)), self.predictor(self.projector(pooled_fine)), self.projector(pooled_boxes))
+        return HierOutput(flat.reconstruction.unflatten(0, (batch, levels)), self.predictor(pooled_fine), pooled_boxes)
 
 
 @dataclass

@@ -196,7 +196,9 @@ def deduplicate(label_maps: np.ndarray, voxels: list[np.ndarray], iou: float) ->
     return [keep[base[s] : base[s + 1]] for s in range(n_scales)]
 
 
-def _segment(image: np.ndarray, spacing: tuple[float, float, float], fg: np.ndarray | None, p: ProposalParams) -> np.ndarray:
+def _segment(
+    image: np.ndarray, spacing: tuple[float, float, float], fg: np.ndarray | None, p: ProposalParams
+) -> np.ndarray:
     if p.generator == "fh3d":
         graph = build_graph(image, spacing, sigma_mm=p.sigma_mm, connectivity=p.connectivity, foreground=fg)
         return segment_scales(graph, p.scales_mm3, min_size_mm3=p.min_volume_mm3, hierarchical=p.hierarchical)
@@ -257,7 +259,8 @@ def generate_proposals(
         if body_mm3 < params.min_foreground_mm3:
             raise CaseError(
                 case_id,
-                f"all background: the body is {body_mm3:.0f} mm^3, below min_foreground_mm3={params.min_foreground_mm3:g}",
+                f"all background: the body is {body_mm3:.0f} mm^3, "
+                f"below min_foreground_mm3={params.min_foreground_mm3:g}",
             )
     maps = _segment(image, spacing, fg, params)
     voxels = []

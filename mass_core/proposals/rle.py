@@ -115,7 +115,13 @@ def _first_run(
 
 @numba.njit(cache=True, nogil=True)
 def _decode(
-    col_start: np.ndarray, run_end: np.ndarray, run_value: np.ndarray, run_base: int, col_base: int, ny: int, box: np.ndarray,
+    col_start: np.ndarray,
+    run_end: np.ndarray,
+    run_value: np.ndarray,
+    run_base: int,
+    col_base: int,
+    ny: int,
+    box: np.ndarray,
     out: np.ndarray,
 ) -> None:
     x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
@@ -132,7 +138,13 @@ def _decode(
 
 @numba.njit(cache=True, nogil=True)
 def _count(
-    col_start: np.ndarray, run_end: np.ndarray, run_value: np.ndarray, run_base: int, col_base: int, ny: int, box: np.ndarray,
+    col_start: np.ndarray,
+    run_end: np.ndarray,
+    run_value: np.ndarray,
+    run_base: int,
+    col_base: int,
+    ny: int,
+    box: np.ndarray,
     offset: int,
     counts: np.ndarray,
 ) -> None:
@@ -150,7 +162,13 @@ def _count(
 
 @numba.njit(cache=True, nogil=True)
 def _paint(
-    col_start: np.ndarray, run_end: np.ndarray, run_value: np.ndarray, run_base: int, col_base: int, ny: int, box: np.ndarray,
+    col_start: np.ndarray,
+    run_end: np.ndarray,
+    run_value: np.ndarray,
+    run_base: int,
+    col_base: int,
+    ny: int,
+    box: np.ndarray,
     origin: np.ndarray,
     slot: np.ndarray,
     masks: np.ndarray,
@@ -172,7 +190,8 @@ def _paint(
 def _args(code: ColumnSlice, box: tuple[int, ...]) -> tuple:
     if box[1] <= box[0] or box[3] <= box[2] or box[5] <= box[4]:
         raise ValueError(f"box must be non-empty (x0, x1, y0, y1, z0, z1), got {box}")
-    return (code.col_start, code.run_end, code.run_value, code.run_base, code.col_base, code.ny, np.asarray(box, np.int64))
+    box_array = np.asarray(box, np.int64)
+    return (code.col_start, code.run_end, code.run_value, code.run_base, code.col_base, code.ny, box_array)
 
 
 def decode_box(code: ColumnSlice, box: tuple[int, int, int, int, int, int], out: np.ndarray) -> np.ndarray:

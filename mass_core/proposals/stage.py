@@ -107,5 +107,6 @@ def propose_case(
         "params": params.to_dict(),
     }
     write_json(out_dir / SUMMARY_FILE, summary)
-    print(f"case {case_id!r}: {len(proposals.table)} proposals in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    seconds = time.perf_counter() - started
+    print(f"case {case_id!r}: {len(proposals.table)} proposals in {seconds:.1f} s", file=sys.stderr)
     return summary

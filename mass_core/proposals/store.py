@@ -158,13 +158,19 @@ def write_store(out_dir: str | os.PathLike, proposals: ProposalSet) -> Path:
     with atomic_path(out_dir / LABELS_FILE) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs.update(
-                format=FORMAT, version=VERSION, case_id=proposals.case_id, shape=maps.shape[1:], spacing=proposals.spacing
+                format=FORMAT,
+                version=VERSION,
+                case_id=proposals.case_id,
+                shape=maps.shape[1:],
+                spacing=proposals.spacing,
             )
             for s in range(maps.shape[0]):
                 n_labels = int(maps[s].max(initial=0))
                 code = rle.encode(maps[s].astype(label_dtype(n_labels), copy=False))
                 group = f.create_group(f"scale_{s}")
-                group.attrs.update(source=proposals.sources[s], scale_param=proposals.scale_params[s], n_labels=n_labels)
+                group.attrs.update(
+                    source=proposals.sources[s], scale_param=proposals.scale_params[s], n_labels=n_labels
+                )
                 for name in ("col_start", "run_end", "run_value"):
                     group.create_dataset(name, data=getattr(code, name))
     with atomic_path(out_dir / TABLE_FILE) as tmp:
@@ -398,4 +404,7 @@ class ProposalStore:
         )
 
     def __repr__(self) -> str:
-        return f"ProposalStore({str(self.directory)!r}, case={self.case_id!r}, scales={self.n_scales}, proposals={len(self.table)})"
+        return (
+            f"ProposalStore({str(self.directory)!r}, case={self.case_id!r}, "
+            f"scales={self.n_scales}, proposals={len(self.table)})"
+        )

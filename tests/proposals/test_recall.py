@@ -52,7 +52,8 @@ def test_recall_table_over_a_dataset(tmp_path):
     label, maps = hand_case()
     for case in ("a", "b"):
         (tmp_path / "std" / case).mkdir(parents=True)
-        write_store(tmp_path / "prop" / case, ProposalSet.from_label_maps(case, (1.0, 1.0, 2.0), maps, ["x", "x"], [1, 2]))
+        proposals = ProposalSet.from_label_maps(case, (1.0, 1.0, 2.0), maps, ["x", "x"], [1, 2])
+        write_store(tmp_path / "prop" / case, proposals)
     np.save(tmp_path / "std" / "a" / "label.npy", label)  # b is unlabeled: left out
     summary = recall_table(
         ["a", "b"], [tmp_path / "std" / c for c in "ab"], [tmp_path / "prop" / c for c in "ab"],

@@ -41,7 +41,12 @@ def test_decode_from_a_slice_of_the_columns():
     col_lo, col_hi = box[0] * ny + box[2], (box[1] - 1) * ny + box[3]
     run_lo, run_hi = code.col_start[col_lo], code.col_start[col_hi]
     part = rle.ColumnSlice(
-        code.col_start[col_lo : col_hi + 1], code.run_end[run_lo:run_hi], code.run_value[run_lo:run_hi], ny, col_lo, run_lo
+        code.col_start[col_lo : col_hi + 1],
+        code.run_end[run_lo:run_hi],
+        code.run_value[run_lo:run_hi],
+        ny,
+        col_lo,
+        run_lo,
     )
     out = rle.decode_box(part, box, np.empty((3, 3, 8), labels.dtype))
     np.testing.assert_array_equal(out, labels[3:6, 2:5, 1:9])

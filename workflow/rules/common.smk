@@ -64,8 +64,53 @@ def manifests():
     return [f"{RESULTS}/{name}/manifest.parquet" for name in DATASETS]
 
 
+PRETRAIN_DATASETS = config["pretrain"]["datasets"] or list(DATASETS)
+METHODS = config["pretrain"]["methods"]
+TRAINED_METHODS = [m for m in METHODS if m != "scratch"]
+
+
+def proposal_summaries(wildcards):
+    return [f"{RESULTS}/{wildcards.dataset}/proposals/{cid}/summary.json" for cid in CASES[wildcards.dataset]]
+
+
+def proposal_recall_tables():
+    return [f"{RESULTS}/{name}/proposals/recall.parquet" for name in DATASETS]
+
+
+def pretrain_manifests():
+    return [f"{RESULTS}/{name}/manifest.parquet" for name in PRETRAIN_DATASETS]
+
+
+def pretrain_proposals(wildcards):
+    # Only MASS learns from proposals; the baselines can start as soon as the manifests exist.
+    if wildcards.method != "mass":
+        return []
+    return [f"{RESULTS}/{name}/proposals/{cid}/summary.json" for name in PRETRAIN_DATASETS for cid in CASES[name]]
+
+
+def pretrain_settings(wildcards, resources):
+    """The `pretrain` config sections a method needs, with a wall-clock stop before the job's time limit.
+
+    The trainer stops `stop_margin_minutes` before the job's runtime so that its
+    last checkpoint is written by the trainer, not lost to the scheduler's kill.
+    """
+    section = config["pretrain"]
+    settings = {key: section[key] for key in ("train", "encoder", wildcards.method)}
+    if resources.runtime and settings["train"]["max_wall_seconds"] is None:
+        minutes = max(resources.runtime - section["stop_margin_minutes"], 1)
+        settings["train"] = {**settings["train"], "max_wall_seconds": minutes * 60}
+    return settings
+
+
+def pretrain_outputs():
+    outputs = [f"{RESULTS}/pretrain/{method}/encoder.pt" for method in METHODS]
+    outputs += [f"{RESULTS}/pretrain/{method}/final.pt" for method in TRAINED_METHODS]
+    outputs += [f"{RESULTS}/pretrain/{method}/reconstruction.png" for method in TRAINED_METHODS if method in ("mim", "mim_hier")]
+    return outputs
+
+
 def all_targets():
-    return manifests()
+    return manifests() + proposal_recall_tables() + pretrain_outputs()
 
 
 def gpu_resources():

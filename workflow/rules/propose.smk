@@ -1,9 +1,5 @@
-# Draft: the propose stage. Needs config key `proposals` (see docs/proposals.md)
-# and CASES / RESULTS / ENV from rules/common.smk.
-
-
-def proposal_summaries(wildcards):
-    return [f"{RESULTS}/{wildcards.dataset}/proposals/{cid}/summary.json" for cid in CASES[wildcards.dataset]]
+# Class-agnostic proposals per standardized case (docs/proposals.md) and
+# their recall against the ground truth per dataset.
 
 
 rule propose:
@@ -24,6 +20,8 @@ rule propose:
         settings={k: v for k, v in config["proposals"].items() if k != "recall"},
     log:
         "logs/propose/{dataset}/{case}.log",
+    group:
+        CASE_GROUP
     threads: 1
     conda:
         ENV
