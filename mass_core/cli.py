@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mass-core", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    # Listed for --help; its own parser in mass_core.phantom reads the options.
+    # Listed for --help; their own parsers (mass_core.phantom, mass_core.evaluate.infer) read the options.
     commands.add_parser("phantom", help="generate the phantom dataset (see `mass-core phantom --help`)", add_help=False)
+    commands.add_parser("infer", help="segment raw scans in context with a MASS checkpoint (see `mass-core infer --help`)", add_help=False)
 
     std = commands.add_parser("standardize", help="standardize one case")
     std.add_argument("--image", required=True, help="image file or DICOM series folder")
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         from mass_core.phantom import main as phantom_main
 
         return phantom_main(argv[1:])
+    if argv[:1] == ["infer"]:
+        from mass_core.evaluate.infer import main_infer
+
+        return main_infer(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -46,18 +46,40 @@ def test_schema_rejects_unknown_keys(tmp_path):
     assert result.returncode != 0 and "spacnig" in result.stdout + result.stderr
 
 
+def planned_jobs(*extra_configs: str) -> dict[str, int]:
+    """Jobs per rule that a dry run of the tiny config (merged with ``extra_configs``) plans."""
+    out = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", *extra_configs).stdout
+    rows = [line.split() for line in out.splitlines()]
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit() and row[0] not in ("total", "all")}
+
+
 @pytest.mark.slow
-def test_tiny_config_standardizes_for_real():
+def test_tiny_config_runs_every_stage_and_caches(tmp_path):
     snakemake("--cores", "2", "--forcerun", "manifest", "all", "--configfile", ".test/config.yaml")
-    manifest = pd.read_parquet(REPO / ".test/results/phantom/manifest.parquet")
+    results = REPO / ".test/results"
+    manifest = pd.read_parquet(results / "phantom/manifest.parquet")
     assert len(manifest) == 6 and set(manifest["split"]) == {"train", "val", "test"}
     for row in manifest.itertuples():
         image = np.load(row.image, mmap_mode="r")
         label = np.load(row.label, mmap_mode="r")
         assert image.shape == label.shape == (row.shape_x, row.shape_y, row.shape_z)
         assert abs(float(image[label > 0].mean())) < 3 and set(np.unique(label)) >= {0, 1, 2, 3, 4, 5, 6}
+    recall = pd.read_parquet(results / "phantom/proposals/recall.parquet")
+    assert not recall.empty
+    for method in ("scratch", "mim", "mim_hier", "mass"):
+        assert (results / f"pretrain/{method}/encoder.pt").is_file()
+    dice = pd.read_csv(results / "tables/segmentation_dice.csv")
+    assert not dice.empty
     # A second run has nothing to do.
-    assert "Nothing to be done" in snakemake("--cores", "2", "all", "--configfile", ".test/config.yaml").stderr
+    assert planned_jobs() == {}
+    # Changing a proposal parameter reruns the proposals and what depends on
+    # them (MASS and its evaluations, the tables), nothing upstream and no baseline.
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"proposals": {"sigma_mm": 2.0}}))
+    planned = planned_jobs(str(override))
+    assert planned["propose"] == 6 and planned["proposal_recall"] == 1 and planned["pretrain"] == 1
+    assert not {"standardize", "manifest", "generate_phantom", "init_scratch", "reconstruction_figure"} & set(planned)
+    assert planned["finetune_seg"] == 2 and planned["linear_probe"] == 1  # mass only, at 2 label fractions
 
 
 def _body(seed: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Figures of the evaluation (the ``plots`` job): label efficiency, few-shot Dice, example predictions.
 
-All figures use matplotlib's Agg backend, fixed sizes and DPI, and PNGs
-without a ``Software`` tag, so equal inputs give equal files.
+Figures are built with matplotlib's object API (``Figure``, rendered by the
+Agg canvas; no pyplot state, no display needed), fixed sizes and DPI, and
+PNGs without a ``Software`` tag, so equal inputs give equal files.
 """
 
 from __future__ import annotations
@@ -10,31 +11,29 @@ import os
 from typing import Any, Mapping, Sequence
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-
-from mass_core.atomic import write_with  # noqa: E402
-from mass_core.manifest import read_manifest  # noqa: E402
+from mass_core.atomic import write_with
+from mass_core.manifest import read_manifest
 
 __all__ = ["make_plots", "plot_examples", "plot_fewshot", "plot_label_efficiency"]
 
 _DPI = 100
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+def _save(fig: Figure, path: str | os.PathLike) -> None:
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, metadata={"Software": None}))
-    plt.close(fig)
 
 
 def _method_order(present: Sequence[str], methods: Sequence[str]) -> list[str]:
     return [m for m in methods if m in set(present)] + sorted(set(present) - set(methods))
 
 
-def _empty(ax: plt.Axes, text: str) -> None:
+def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
 
@@ -48,7 +47,8 @@ def plot_label_efficiency(dice_table: pd.DataFrame, out_path: str | os.PathLike,
         methods: line order (the configured methods).
     """
     datasets = sorted(set(dice_table["dataset"])) or ["(no results)"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(datasets), 3.6))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         table = dice_table[dice_table["dataset"] == dataset]
         if table.empty:
@@ -82,7 +82,8 @@ def plot_fewshot(per_class_table: pd.DataFrame, dice_table: pd.DataFrame, out_pa
         novel_classes: dataset -> classes drawn dashed and marked "novel" (the phantom: lesion, 7).
     """
     panels = sorted(set(zip(dice_table["dataset"], dice_table["method"]))) or [("(no results)", "")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (dataset, method) in zip(axes[0], panels):
         mean = dice_table[(dice_table["dataset"] == dataset) & (dice_table["method"] == method)].sort_values("k")
         if mean.empty:
@@ -145,8 +146,9 @@ def plot_examples(manifest_path: str | os.PathLike, predictions: Mapping[str, st
     for method in _method_order(list(predictions), methods):
         with np.load(predictions[method]) as stored:
             maps[method] = stored[row["case_id"]]
-    colours = ListedColormap(plt.get_cmap("tab10").colors[: max(int(label.max()), max(int(m.max()) for m in maps.values()), 1)])
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 3.0), squeeze=False)
+    colours = ListedColormap(matplotlib.colormaps["tab10"].colors[: max(int(label.max()), max(int(m.max()) for m in maps.values()), 1)])
+    fig = Figure(figsize=(2.6 * (len(maps) + 1), 3.0))
+    axes = fig.subplots(1, len(maps) + 1, squeeze=False)
     background = _axial(image, z)
     axes[0, 0].imshow(background, cmap="gray", vmin=-2, vmax=2)
     axes[0, 0].set_title(f"{row['case_id']} z={z}", fontsize=9)

@@ -42,6 +42,7 @@ from mass_core.pretrain.checkpoint import load_encoder
 __all__ = [
     "POOLINGS",
     "PROBE_FILES",
+    "REGULARIZATION_GRID",
     "ProbeResult",
     "classification_metrics",
     "deepest_features",
@@ -52,8 +53,8 @@ __all__ = [
 
 POOLINGS = ("avg", "attention")
 PROBE_FILES = {"metrics": "metrics.parquet", "predictions": "predictions.parquet"}
-# Inverse regularisation strengths tried on val (scikit-learn's C; the attention head's weight decay is 1 / C).
-_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+# Inverse regularisation strengths tried on val (scikit-learn's C).
+REGULARIZATION_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 
 
 @dataclass
@@ -106,13 +107,14 @@ def _check_labels(train_y: np.ndarray) -> np.ndarray:
 
 
 def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                     test_x: np.ndarray, test_y: np.ndarray) -> ProbeResult:
+                     test_x: np.ndarray, test_y: np.ndarray, grid: Sequence[float] = REGULARIZATION_GRID) -> ProbeResult:
     """Logistic regression on pooled features, regularisation selected on val, refit on train + val.
 
     Args:
         train_x, val_x, test_x: ``(n, C)`` feature vectors.
         train_y, val_y, test_y: ``(n,)`` integer labels. An empty val split
             selects ``C = 1`` (scikit-learn's default).
+        grid: inverse regularisation strengths tried on val.
     """
     classes = _check_labels(train_y)
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
@@ -122,8 +124,8 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
 
     best_c = 1.0
     if len(val_y):
-        losses = [log_loss(val_y, fit(train_x, train_y, c).predict_proba((val_x - mean) / std), labels=classes) for c in _GRID]
-        best_c = _GRID[int(np.argmin(losses))]
+        losses = [log_loss(val_y, fit(train_x, train_y, c).predict_proba((val_x - mean) / std), labels=classes) for c in grid]
+        best_c = grid[int(np.argmin(losses))]
     final = fit(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]), best_c)
     probabilities = final.predict_proba((test_x - mean) / std)
     return ProbeResult(classes, probabilities, regularization=best_c, **classification_metrics(test_y, probabilities, classes))
@@ -151,7 +153,8 @@ class _GatedAttentionHead(nn.Module):
 
 
 def fit_attention_probe(train_x: Sequence[np.ndarray], train_y: np.ndarray, val_x: Sequence[np.ndarray], val_y: np.ndarray,
-                        test_x: Sequence[np.ndarray], test_y: np.ndarray, seed: int, epochs: int = 200) -> ProbeResult:
+                        test_x: Sequence[np.ndarray], test_y: np.ndarray, seed: int, epochs: int = 200,
+                        grid: Sequence[float] = REGULARIZATION_GRID) -> ProbeResult:
     """Attention pooling + linear classifier on frozen voxel features; weight decay selected on val.
 
     Args:
@@ -159,6 +162,7 @@ def fit_attention_probe(train_x: Sequence[np.ndarray], train_y: np.ndarray, val_
         train_y, val_y, test_y: ``(n,)`` integer labels.
         seed: seeds the head's initialisation.
         epochs: full-batch Adam steps.
+        grid: inverse regularisation strengths tried on val (weight decay ``1 / (C * n)``).
     """
     classes = _check_labels(train_y)
     stacked = np.concatenate(list(train_x))
@@ -194,8 +198,8 @@ def fit_attention_probe(train_x: Sequence[np.ndarray], train_y: np.ndarray, val_
 
     best_c = 1.0
     if len(val_y):
-        losses = [log_loss(val_y, predict(fit(train_x, train_y, c), val_x), labels=classes) for c in _GRID]
-        best_c = _GRID[int(np.argmin(losses))]
+        losses = [log_loss(val_y, predict(fit(train_x, train_y, c), val_x), labels=classes) for c in grid]
+        best_c = grid[int(np.argmin(losses))]
     final = fit([*train_x, *val_x], np.concatenate([train_y, val_y]), best_c)
     probabilities = predict(final, test_x)
     return ProbeResult(classes, probabilities, regularization=best_c, **classification_metrics(test_y, probabilities, classes))
@@ -244,8 +248,8 @@ def run_probe(
             ``class_label == -1`` are left out.
         out_dir: output folder.
         dataset, method: names written into the outputs.
-        seed: seeds the random encoder of ``scratch`` and the attention head.
-        encoder_weights: the method's ``encoder.pt``; ``None`` for ``scratch`` (random features).
+        seed: seeds the attention head (and the encoder when ``encoder_weights`` is ``None``).
+        encoder_weights: the method's ``encoder.pt``; ``None`` for a random encoder seeded by ``seed``.
         encoder_config: encoder shape (checked against ``encoder_weights``; required without).
         pooling: ``"avg"`` or ``"attention"``.
         device: ``auto``, ``cuda`` or ``cpu``.
@@ -273,7 +277,7 @@ def run_probe(
         if encoder_weights is not None:
             encoder = load_encoder(encoder_weights, config=encoder_config)
         elif encoder_config is None:
-            raise ValueError("encoder_config is required when no encoder_weights are given (scratch)")
+            raise ValueError("encoder_config is required when no encoder_weights are given")
         else:
             torch.manual_seed(seed)
             encoder = ResidualEncoder(encoder_config)

@@ -1,10 +1,11 @@
 """The finetuning network: the shared encoder plus a light U-Net decoder.
 
 Every method (MASS, MIM, MiM, scratch) is finetuned with this one
-architecture, and only the encoder's initial weights differ: pretrained
-``encoder.pt`` weights, or a random initialisation for ``scratch``. The
-decoder is always initialised randomly with the run's seed, so the same seed
-gives every method the same decoder. The segmentation tables therefore
+architecture, and only the encoder's initial weights differ: the method's
+``encoder.pt`` (for ``scratch`` the pipeline's random initialisation, see
+:func:`mass_core.pretrain.run.init_scratch`; without a file the encoder is
+initialised from the run's seed). The decoder is always initialised randomly
+with the run's seed, so the same seed gives every method the same decoder. The segmentation tables therefore
 compare pretraining and nothing else.
 
 This departs from the MASS paper, which finetunes its whole in-context model
@@ -101,7 +102,7 @@ def build_segmentation_model(
     encoder_weights: str | os.PathLike | None,
     seed: int,
 ) -> SegmentationNet:
-    """A :class:`SegmentationNet` whose encoder starts from pretrained weights, or random (``scratch``).
+    """A :class:`SegmentationNet` whose encoder starts from an ``encoder.pt``, or from a random initialisation.
 
     Args:
         num_outputs: output channels, background included.
@@ -110,12 +111,12 @@ def build_segmentation_model(
             raises ``ValueError``, so every method is finetuned with the same
             architecture); ``None`` takes the file's shape. Required without weights.
         encoder_weights: ``encoder.pt`` (or a training checkpoint) of any
-            pretext method; ``None`` for a random encoder.
+            method, scratch included; ``None`` for an encoder initialised from ``seed``.
         seed: seeds the random initialisation (decoder, head, and the encoder
-            of ``scratch``), so methods with one seed share the decoder init.
+            without ``encoder_weights``), so methods with one seed share the decoder init.
     """
     if encoder_weights is None and encoder_config is None:
-        raise ValueError("encoder_config is required when no encoder_weights are given (scratch)")
+        raise ValueError("encoder_config is required when no encoder_weights are given")
     pretrained = load_encoder(encoder_weights, config=encoder_config) if encoder_weights is not None else None
     config = pretrained.config if pretrained is not None else encoder_config
     torch.manual_seed(seed)

@@ -38,16 +38,17 @@ def test_attention_probe_on_separable_tokens():
     rng = np.random.default_rng(0)
 
     def cases(labels):
-        # Each case is 30 voxel features; a positive case has a few voxels shifted along channel 0.
+        # Each case is 30 voxel features; a positive case is shifted along channel 0, a few voxels strongly.
         xs = []
         for y in labels:
             tokens = rng.normal(0, 1, size=(30, 4)).astype(np.float32)
+            tokens[:, 0] += 2.0 * y
             tokens[:5, 0] += 6.0 * y
             xs.append(tokens)
         return xs, np.asarray(labels)
 
     (tx, ty), (vx, vy), (sx, sy) = cases([0, 1] * 6), cases([0, 1] * 2), cases([0, 1] * 3)
-    result = fit_attention_probe(tx, ty, vx, vy, sx, sy, seed=0, epochs=30)
+    result = fit_attention_probe(tx, ty, vx, vy, sx, sy, seed=0, epochs=100, grid=(1.0, 100.0))
     assert result.auroc == pytest.approx(roc_auc_score(sy, result.probabilities[:, 1]))
     assert result.auroc == 1.0
 

@@ -14,7 +14,7 @@ rule aggregate:
             for name in TABLES
         },
     params:
-        methods=EVALUATION["methods"],
+        methods=METHODS,
     log:
         "logs/aggregate.log",
     conda:
@@ -40,7 +40,7 @@ rule plots:
             category="Evaluation",
         ),
     params:
-        methods=EVALUATION["methods"],
+        methods=METHODS,
         examples=example_specs(),
         novel_classes=EVALUATION["novel_classes"],
     log:

@@ -4,6 +4,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from mass_core.datasets import list_cases
+from mass_core.evaluate.aggregate import TABLES
 from mass_core.provenance import provenance_path
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -109,8 +110,91 @@ def pretrain_outputs():
     return outputs
 
 
+EVALUATION = config["evaluation"]
+
+EVALUATION_DIR = f"{RESULTS}/evaluation"
+TABLES_DIR = f"{RESULTS}/tables"
+PLOTS_DIR = f"{RESULTS}/plots"
+# Labeled datasets to evaluate on; an empty list means every configured dataset.
+EVAL_DATASETS = EVALUATION["datasets"] or list(DATASETS)
+# Methods whose final.pt holds an in-context model, i.e. that segment without training.
+INCONTEXT_METHODS = [m for m in METHODS if m == "mass"]
+
+
+def fraction_label(fraction):
+    """Label fraction as it appears in paths: 0.1 -> "0.1", 1.0 -> "1"."""
+    return f"{float(fraction):g}"
+
+
+def pretrained_encoder(wildcards):
+    # scratch too: its encoder.pt is the seeded random initialisation (rule init_scratch).
+    return f"{RESULTS}/pretrain/{wildcards.method}/encoder.pt"
+
+
+def finetune_run(dataset, method, fraction, seed):
+    return f"{EVALUATION_DIR}/{dataset}/finetune/{method}/fraction_{fraction_label(fraction)}/seed_{seed}"
+
+
+def finetune_metrics():
+    return [
+        f"{finetune_run(d, m, f, s)}/metrics.parquet"
+        for d in EVAL_DATASETS
+        for m in METHODS
+        for f in EVALUATION["label_fractions"]
+        for s in EVALUATION["seeds"]
+    ]
+
+
+def fewshot_metrics():
+    return [
+        f"{EVALUATION_DIR}/{d}/fewshot/{m}/k_{k}/seed_{s}/metrics.parquet"
+        for d in EVAL_DATASETS
+        for m in INCONTEXT_METHODS
+        for k in EVALUATION["fewshot_k"]
+        for s in EVALUATION["seeds"]
+    ]
+
+
+def probe_metrics():
+    return [
+        f"{EVALUATION_DIR}/{d}/probe/{m}/seed_{s}/metrics.parquet"
+        for d in EVAL_DATASETS
+        for m in METHODS
+        for s in EVALUATION["seeds"]
+    ]
+
+
+def example_specs():
+    """Per dataset: the test predictions of every method at the smallest label fraction and first seed."""
+    fraction, seed = min(EVALUATION["label_fractions"]), EVALUATION["seeds"][0]
+    return {
+        d: {
+            "manifest": f"{RESULTS}/{d}/manifest.parquet",
+            "predictions": {m: f"{finetune_run(d, m, fraction, seed)}/predictions.npz" for m in METHODS},
+            "title": f"finetuned on {float(fraction) * 100:g}% of the labels, seed {seed}",
+            "out": f"{PLOTS_DIR}/examples_{d}.png",
+        }
+        for d in EVAL_DATASETS
+    }
+
+
+def example_inputs():
+    specs = example_specs().values()
+    return [s["manifest"] for s in specs] + [p for s in specs for p in s["predictions"].values()]
+
+
+def evaluation_outputs_dirs():
+    return [EVALUATION_DIR, TABLES_DIR, PLOTS_DIR]
+
+
+def evaluation_targets():
+    tables = [f"{TABLES_DIR}/{name}.{ext}" for name in TABLES for ext in ("parquet", "csv", "md")]
+    plots = [f"{PLOTS_DIR}/label_efficiency.png", f"{PLOTS_DIR}/fewshot_dice.png"]
+    return tables + plots + [f"{PLOTS_DIR}/examples_{d}.png" for d in EVAL_DATASETS]
+
+
 def all_targets():
-    return manifests() + proposal_recall_tables() + pretrain_outputs()
+    return manifests() + proposal_recall_tables() + pretrain_outputs() + evaluation_targets()
 
 
 def gpu_resources():
@@ -126,12 +210,11 @@ def gpu_resources():
 
 
 def snapshot_paths():
-    """What `snapshot` versions with DVC, upstream first: every dataset's raw data, then the outputs worth keeping.
+    """What `snapshot` versions with DVC, upstream first: every dataset's raw data, then every output folder.
 
-    A stage whose outputs are worth keeping appends them here (checkpoints
-    under results/pretrain, tables under results/tables); caches that are cheap
-    to recompute (standardized cases, proposals) stay out.
+    Each dataset's folder (standardized cases, proposals, manifest) is versioned
+    with the checkpoints and tables: were it left out, a pulled run would
+    rebuild it and Snakemake would then retrain everything downstream of it.
     """
     raw = [_dataset_root(name) for name in DATASETS]
-    tables = [f"{RESULTS}/{name}/{file}" for name in DATASETS for file in ("manifest.parquet", "skipped.csv")]
-    return raw + tables + [str(provenance_path(manifest)) for manifest in manifests()]
+    return raw + [f"{RESULTS}/{name}" for name in DATASETS] + [f"{RESULTS}/pretrain"] + evaluation_outputs_dirs()

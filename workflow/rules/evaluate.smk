@@ -1,6 +1,7 @@
 # Downstream evaluation, fanned out over dataset x method x label fraction x seed
 # (finetuning), dataset x in-context method x k x seed (few-shot) and
-# dataset x method x seed (frozen-encoder probe). "scratch" has no checkpoint.
+# dataset x method x seed (frozen-encoder probe). Every method, scratch included
+# (its random initialisation), provides results/pretrain/<method>/encoder.pt.
 # Every job selects on the val split only and reports on the test split.
 
 
@@ -17,7 +18,7 @@ rule finetune_seg:
         subset_seed=EVALUATION["subset_seed"],
         encoder=config["pretrain"]["encoder"],
     wildcard_constraints:
-        method="|".join(EVALUATION["methods"]),
+        method="|".join(METHODS),
         fraction=r"[0-9]*\.?[0-9]+",
         seed=r"\d+",
     log:
@@ -66,7 +67,7 @@ rule linear_probe:
         pooling=EVALUATION["probe"]["pooling"],
         encoder=config["pretrain"]["encoder"],
     wildcard_constraints:
-        method="|".join(EVALUATION["methods"]),
+        method="|".join(METHODS),
         seed=r"\d+",
     log:
         "logs/linear_probe/{dataset}/{method}/seed_{seed}.log",

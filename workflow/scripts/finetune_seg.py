@@ -14,7 +14,7 @@ run_finetune(
     fraction=float(snakemake.wildcards.fraction),
     seed=int(snakemake.wildcards.seed),
     subset_seed=snakemake.params.subset_seed,
-    encoder_weights=snakemake.input.encoder[0] if snakemake.input.encoder else None,
+    encoder_weights=snakemake.input.encoder,
     encoder_config=EncoderConfig.from_dict(snakemake.params.encoder),
     params=FinetuneParams.from_config(snakemake.params.settings),
     threads=snakemake.threads,

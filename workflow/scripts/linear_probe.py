@@ -12,7 +12,7 @@ run_probe(
     dataset=snakemake.wildcards.dataset,
     method=snakemake.wildcards.method,
     seed=int(snakemake.wildcards.seed),
-    encoder_weights=snakemake.input.encoder[0] if snakemake.input.encoder else None,
+    encoder_weights=snakemake.input.encoder,
     encoder_config=EncoderConfig.from_dict(snakemake.params.encoder),
     pooling=snakemake.params.pooling,
     threads=snakemake.threads,
