@@ -17,7 +17,7 @@ from workspace import SNAKEMAKE, copy_project, run, write_tiny_config
 DVC = [sys.executable, "-m", "dvc"]
 GIT = ["git", "-c", "user.name=MASS tests", "-c", "user.email=tests@example.org"]
 # What `snakemake snapshot` versions for the tiny config, and so what a clone pulls.
-VERSIONED = ["resources/phantom", "results/phantom", "results/pretrain", "results/evaluation", "results/tables"]
+VERSIONED = ["resources/phantom", "results/phantom", "results/pretrain", "results/evaluation", "results/tables", "results/plots"]
 
 
 def test_project_root_is_the_folder_with_dot_dvc(tmp_path):

@@ -13,8 +13,11 @@ rule aggregate:
             f"{name}_csv": report(f"{TABLES_DIR}/{name}.csv", caption=f"../report/{name}.rst", category="Tables")
             for name in TABLES
         },
+        **{f"{name}_provenance": str(provenance_path(f"{TABLES_DIR}/{name}.parquet")) for name in TABLES},
     params:
         methods=METHODS,
+        # Recorded in the tables' provenance (hashes), not inputs: the metrics already depend on them.
+        checkpoints=[f"{RESULTS}/pretrain/{method}/encoder.pt" for method in METHODS],
     log:
         "logs/aggregate.log",
     conda:
