@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from mass_core.atomic import write_json, write_with
+from mass_core.config_section import from_section
 from mass_core.evaluate.cases import dataset_classes, load_split
 from mass_core.evaluate.metrics import mask_metrics
 from mass_core.evaluate.subsets import seeded_order
@@ -89,10 +90,7 @@ class FewshotParams:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> FewshotParams:
         """Build from the config's ``evaluation.fewshot`` section; unknown keys raise ``ValueError``."""
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"evaluation.fewshot has unknown keys {sorted(unknown)}")
-        return cls(**dict(section))
+        return from_section(cls, section, "evaluation.fewshot")
 
 
 def load_incontext_segmenter(path: str | os.PathLike) -> InContextSegmenter:

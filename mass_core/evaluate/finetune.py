@@ -39,6 +39,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from mass_core.atomic import write_json, write_with
+from mass_core.config_section import from_section
 from mass_core.evaluate.cases import EvalCase, dataset_classes, load_split
 from mass_core.evaluate.metrics import label_map_metrics
 from mass_core.evaluate.segmentation import SegmentationNet, build_segmentation_model
@@ -107,10 +108,7 @@ class FinetuneParams:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> FinetuneParams:
         """Build from the config's ``evaluation.finetune`` section; unknown keys raise ``ValueError``."""
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"evaluation.finetune has unknown keys {sorted(unknown)}")
-        return cls(**dict(section))
+        return from_section(cls, section, "evaluation.finetune")
 
 
 class _CropSampler:
