@@ -7,6 +7,7 @@ baselines (MIM, MiM) add theirs here and share everything else.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -22,6 +23,7 @@ from mass_core.pretrain.mim import ImageCase, MimConfig, MimTask
 from mass_core.pretrain.mim_hier import MimHierConfig, MimHierTask
 from mass_core.pretrain.task import PretextTask
 from mass_core.pretrain.trainer import ENCODER_FILE, TrainConfig, TrainResult, train
+from mass_core.proposals.store import LABELS_FILE
 
 __all__ = ["PRETEXT_TASKS", "init_scratch", "run_pretraining", "training_cases"]
 
@@ -29,7 +31,16 @@ PathLike = str | os.PathLike
 
 
 def _mass_task(cases: pd.DataFrame, cfg: Mapping[str, Any]) -> PretextTask:
-    sources = [StoreCase(row.case_id, row.image, row.proposals) for row in cases.itertuples()]
+    # The propose stage skips a case without usable proposals (the reason is
+    # in its summary.json and QC picture) and writes no store for it; say in
+    # the log which cases MASS trains without, rather than failing on them.
+    usable = [Path(row.proposals, LABELS_FILE).is_file() for row in cases.itertuples()]
+    left_out = cases.loc[[not u for u in usable], "case_id"].tolist()
+    if left_out:
+        print(f"mass: {len(left_out)} training case(s) have no proposals and are left out: {', '.join(left_out)}", file=sys.stderr)
+    if not any(usable):
+        raise ValueError("no training case has proposals; see the propose stage's summary.json files")
+    sources = [StoreCase(row.case_id, row.image, row.proposals) for row in cases[usable].itertuples()]
     return MassTask(sources, MassConfig.from_config(cfg.get("encoder", {}), cfg.get("mass", {})))
 
 

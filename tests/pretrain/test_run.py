@@ -55,3 +55,17 @@ def test_scratch_is_seeded(tmp_path):
     c = load_encoder(init_scratch(tmp_path / "c", {**SECTIONS, "train": {**SECTIONS["train"], "seed": 1}})).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_mass_leaves_out_cases_without_proposals(tmp_path, capsys):
+    import shutil
+
+    from mass_core.pretrain.run import PRETEXT_TASKS, training_cases
+
+    dataset = write_synthetic_dataset(tmp_path / "data", n_cases=4, shape=(24, 24, 24))
+    cases = training_cases(dataset.manifest, dataset.proposals_root)
+    skipped = cases["case_id"].iloc[0]
+    shutil.rmtree(dataset.proposals_root / skipped)  # what propose leaves for a skipped case: no store
+    task = PRETEXT_TASKS["mass"](cases, SECTIONS)
+    assert len(task.sampler.cases) == len(cases) - 1
+    assert f"left out: {skipped}" in capsys.readouterr().err
