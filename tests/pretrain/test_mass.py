@@ -15,6 +15,7 @@ from torch.utils.data import default_collate
 
 from mass_core.models.encoder import EncoderConfig
 from mass_core.models.incontext import InContextConfig, InContextSegmenter
+from mass_core.manifest import read_manifest
 from mass_core.pretrain.augment import IntensityAugConfig, SpatialAugConfig
 from mass_core.pretrain.checkpoint import load_checkpoint, load_encoder
 from mass_core.pretrain.mass import MassConfig, MassTask, StoreCase
@@ -22,6 +23,8 @@ from mass_core.pretrain.run import run_pretraining, training_cases
 from mass_core.pretrain.sampler import SamplerConfig
 from mass_core.pretrain.synthetic import synthetic_case, write_synthetic_dataset
 from mass_core.pretrain.trainer import TrainConfig, train
+
+from phantom_data import phantom_with_proposals
 
 REPO = Path(__file__).resolve().parents[2]
 NO_AUGMENTATION = {
@@ -120,14 +123,24 @@ def _incontext_dice(model: torch.nn.Module, batch) -> float:
     return dice[keep].mean().item()
 
 
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return phantom_with_proposals(tmp_path_factory.mktemp("phantom"))
+
+
 @pytest.mark.slow
-def test_pretraining_learns_in_context_segmentation(tmp_path):
+def test_pretraining_learns_in_context_segmentation_of_unseen_phantom_cases(phantom, tmp_path):
     model_config = InContextConfig(EncoderConfig(channels=(8, 16, 32)), token_scales=2, learned_tokens=2, heads=2)
-    sampler = {"crop_size": 16, "num_masks": 3, "min_mask_voxels": 8}
-    task = MassTask([synthetic_case(s, (24, 24, 24)) for s in range(6)], MassConfig(model_config, SamplerConfig(**sampler)))
-    # Held out: unseen cases, no augmentation, proposals only (no all-ones mask).
-    held_out = MassTask([synthetic_case(100 + s, (24, 24, 24)) for s in range(3)], MassConfig(model_config, SamplerConfig(**sampler, full_mask=False, **NO_AUGMENTATION)))
-    batch = held_out.make_batch(default_collate([held_out.sample(123, 0, i) for i in range(24)]), torch.device("cpu"))
+    # Proposals covering >= 10 % of the crop: with every proposal of >= 8 voxels (most cover ~1.5 %),
+    # 150 steps teach nothing (held-out Dice 0.02 -> 0.003); docs/pretraining.md has the measurements.
+    sampler = {"crop_size": 16, "num_masks": 3, "min_mask_voxels": 400}
+    cases = training_cases(phantom.manifest, phantom.proposals_root)
+    task = MassTask([StoreCase(*row) for row in cases.itertuples(index=False)], MassConfig(model_config, SamplerConfig(**sampler)))
+    # Held out: the val and test cases (never seen in pretraining), no augmentation, proposals only (no all-ones mask).
+    unseen = read_manifest(phantom.manifest).query("split != 'train'")
+    held_out = MassTask([StoreCase(row.case_id, row.image, phantom.proposals_root / row.case_id) for row in unseen.itertuples()],
+                        MassConfig(model_config, SamplerConfig(**sampler, full_mask=False, **NO_AUGMENTATION)))
+    batch = held_out.make_batch(default_collate([held_out.sample(123, 0, i) for i in range(32)]), torch.device("cpu"))
 
     result = train(task, TrainConfig(steps=150, batch_size=2, lr=1e-2, checkpoint_every=1000, log_every=10), tmp_path)
     assert result.finished
@@ -139,6 +152,7 @@ def test_pretraining_learns_in_context_segmentation(tmp_path):
     pretrained = InContextSegmenter(model_config)
     pretrained.load_state_dict(load_checkpoint(tmp_path / "final.pt", "mass").ema)
     before, after = _incontext_dice(untrained, batch), _incontext_dice(pretrained, batch)
+    print(f"held-out in-context Dice: untrained {before:.3f}, EMA after 150 steps {after:.3f}")
     assert after > before + 0.15, (before, after)
 
 
