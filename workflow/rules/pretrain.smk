@@ -25,6 +25,9 @@ rule pretrain:
     log:
         "logs/pretrain/{method}.log",
     retries: config["pretrain"]["resubmissions"]
+    # Pretraining is the longest job and everything downstream waits for it:
+    # start it as soon as its inputs exist rather than after other ready jobs.
+    priority: 50
     resources:
         runtime=config["pretrain"]["runtime_minutes"],
         **gpu_resources(),

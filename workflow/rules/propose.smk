@@ -23,6 +23,8 @@ rule propose:
     group:
         CASE_GROUP
     threads: 1
+    # MASS pretraining, the longest job, waits for every case's proposals.
+    priority: 50
     conda:
         ENV
     script:
