@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from mass_core.imageio import IMAGE_SUFFIXES, strip_image_suffix
 
-__all__ = ["LAYOUTS", "CaseSource", "list_cases"]
+__all__ = ["LAYOUTS", "CaseSource", "class_names", "list_cases"]
 
 
 @dataclass(frozen=True)
@@ -149,3 +149,27 @@ def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate case ids in dataset at {spec.get('root')}")
     return cases
+
+
+def class_names(spec: dict[str, Any]) -> dict[int, str]:
+    """Class id -> name of a dataset's labels, background left out; ``{}`` when unknown.
+
+    Read from ``<root>/dataset.json``'s ``labels`` in either convention: MSD's
+    ``{"1": "liver"}`` or nnU-Net v2's ``{"liver": 1}`` (region entries, whose
+    value is a list, are skipped). The phantom's names are known before it is
+    generated. Tables use them as column headings instead of ``class <id>``.
+    """
+    if spec.get("layout") == "phantom":
+        from mass_core.phantom import LABELS
+
+        return {k: v for k, v in LABELS.items() if k != 0}
+    path = Path(spec["root"]) / "dataset.json"
+    labels = json.loads(path.read_text(encoding="utf-8")).get("labels", {}) if path.is_file() else {}
+    names: dict[int, str] = {}
+    for key, value in labels.items():
+        if str(key).isdigit():
+            names[int(key)] = str(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            names[value] = str(key)
+    names.pop(0, None)
+    return names

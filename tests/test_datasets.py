@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from mass_core.datasets import CaseSource, list_cases
+from mass_core.datasets import CaseSource, class_names, list_cases
 from mass_core.errors import CaseError
 from mass_core.imageio import read_image
 from mass_core.standardize import StandardizeParams, standardize_case
@@ -144,3 +144,17 @@ def test_duplicate_case_in_folder_is_rejected(tmp_path):
     sitk.WriteImage(_volume(), str(tmp_path / "images" / "a.nrrd"))
     with pytest.raises(ValueError, match="two files for case 'a'"):
         list_cases({"layout": "folder", "root": str(tmp_path), "modality": "CT"})
+
+
+def test_class_names_from_either_dataset_json_convention(tmp_path):
+    msd, nnunet, bare = tmp_path / "msd", tmp_path / "nnunet", tmp_path / "bare"
+    for folder in (msd, nnunet, bare):
+        folder.mkdir()
+    (msd / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "tumour"}}))
+    (nnunet / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "kidney": 1, "kidney_and_mass": [1, 2], "mass": 2}}))
+    assert class_names({"layout": "msd", "root": str(msd)}) == {1: "liver", 2: "tumour"}
+    assert class_names({"layout": "nnunet", "root": str(nnunet)}) == {1: "kidney", 2: "mass"}
+    assert class_names({"layout": "folder", "root": str(bare)}) == {}
+    # The phantom's names are known before the dataset is generated.
+    phantom = class_names({"layout": "phantom", "root": str(tmp_path / "not_yet")})
+    assert phantom[1] == "liver" and phantom[7] == "lesion" and 0 not in phantom

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -167,6 +167,7 @@ def aggregate(
     probe_metrics: Iterable[str | os.PathLike],
     out_dir: str | os.PathLike,
     methods: Sequence[str],
+    class_names: Mapping[str, Mapping[int, str]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Write :data:`TABLES` (parquet, CSV, Markdown) into ``out_dir`` and return them.
 
@@ -176,6 +177,9 @@ def aggregate(
         probe_metrics: ``metrics.parquet`` files of ``linear_probe`` runs.
         out_dir: the tables folder (``results/tables``).
         methods: row order of the tables (the configured methods).
+        class_names: per dataset, class id -> name (:func:`mass_core.datasets.class_names`);
+            the per-class tables get a ``class_name`` column and use the names as
+            Markdown headings. Unnamed classes are called ``class <id>``.
     """
     out_dir = Path(out_dir)
     case_columns = ["dataset", "method", "seed", "case_id", "class_id", "dice", "hd95_mm"]
@@ -196,6 +200,21 @@ def aggregate(
         "classification_auc": _order(seed_statistics(probe, ["dataset", "method", "pooling"], ["auroc", "accuracy", "balanced_accuracy"]),
                                      ["dataset", "method", "pooling"], methods),
     }
+    names = {str(d): {int(c): str(n) for c, n in m.items()} for d, m in (class_names or {}).items()}
+
+    def class_name(dataset: str, class_id: int) -> str:
+        return names.get(str(dataset), {}).get(int(class_id), f"class {class_id}")
+
+    for name in ("segmentation_per_class", "fewshot_per_class"):
+        table = tables[name]
+        table.insert(table.columns.get_loc("class_id") + 1, "class_name",
+                     pd.Series([class_name(d, c) for d, c in zip(table["dataset"], table["class_id"])], index=table.index, dtype=object))
+
+    def per_class(group: pd.DataFrame) -> str:
+        dataset = group["dataset"].iloc[0]
+        return markdown_table(group, "method", "class_id", "dice", higher_is_better=True, scale=100, decimals=1,
+                              column_label=lambda c: class_name(dataset, c), row_order=methods)
+
     for name, table in tables.items():
         for column in ("fraction",):
             if column in table:
@@ -214,18 +233,14 @@ def aggregate(
         "segmentation_hd95": _sections(tables["segmentation_hd95"], "Segmentation HD95 (mm) by label fraction, finetuned, test split",
                                        by_fraction("hd95_mm", False, 1, 1)),
         "segmentation_per_class": _sections(
-            tables["segmentation_per_class"], "Segmentation Dice (%) per class, finetuned, test split",
-            lambda g: markdown_table(g, "method", "class_id", "dice", higher_is_better=True, scale=100, decimals=1,
-                                     column_label=lambda c: f"class {c}", row_order=methods),
+            tables["segmentation_per_class"], "Segmentation Dice (%) per class, finetuned, test split", per_class,
             by=("dataset", "fraction")),
         "fewshot_dice": _sections(
             tables["fewshot_dice"], "In-context few-shot Dice (%) by number of reference cases k, test split",
             lambda g: markdown_table(g, "method", "k", "dice", higher_is_better=True, scale=100, decimals=1,
                                      column_label=lambda k: f"k={k}", row_order=methods)),
         "fewshot_per_class": _sections(
-            tables["fewshot_per_class"], "In-context few-shot Dice (%) per class, test split",
-            lambda g: markdown_table(g, "method", "class_id", "dice", higher_is_better=True, scale=100, decimals=1,
-                                     column_label=lambda c: f"class {c}", row_order=methods),
+            tables["fewshot_per_class"], "In-context few-shot Dice (%) per class, test split", per_class,
             by=("dataset", "k")),
         "classification_auc": _sections(tables["classification_auc"], "Frozen-encoder classification (%), test split",
                                         _classification_markdown(methods), by=("dataset", "pooling")),

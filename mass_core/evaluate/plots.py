@@ -94,7 +94,7 @@ def plot_fewshot(per_class_table: pd.DataFrame, dice_table: pd.DataFrame, out_pa
             rows = rows.sort_values("k")
             novel = int(class_id) in set(novel_classes.get(dataset, ()))
             ax.plot(rows["k"], rows["dice_mean"] * 100, linestyle="--" if novel else "-", linewidth=1, alpha=0.7,
-                    marker=".", label=f"class {class_id}" + (" (novel)" if novel else ""))
+                    marker=".", label=str(rows["class_name"].iloc[0]) + (" (novel)" if novel else ""))
         ax.errorbar(mean["k"], mean["dice_mean"] * 100, yerr=mean["dice_std"].fillna(0) * 100, color="black",
                     linewidth=2.5, marker="o", capsize=3, label="mean")
         ax.set_xticks(sorted(set(mean["k"])))

@@ -105,3 +105,12 @@ def test_markdown_table_unknown_methods_go_last():
     text = markdown_table(table, "method", "fraction", "dice", higher_is_better=True, scale=100, decimals=1,
                           column_label=str, row_order=["mass"])
     assert text.index("| mass |") < text.index("| zzz |")
+
+
+def test_per_class_tables_name_the_classes(metric_files, tmp_path):
+    tables = aggregate(metric_files["finetune"], metric_files["fewshot"], metric_files["probe"], tmp_path, METHODS,
+                       class_names={"phantom": {1: "liver"}})
+    per_class = tables["segmentation_per_class"]
+    assert dict(zip(per_class["class_id"], per_class["class_name"])) == {1: "liver", 2: "class 2"}
+    assert "| method | liver | class 2 |" in (tmp_path / "segmentation_per_class.md").read_text()
+    assert "| method | liver |" in (tmp_path / "fewshot_per_class.md").read_text()

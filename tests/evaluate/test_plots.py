@@ -13,6 +13,7 @@ def test_plots_are_deterministic(tiny_dataset, tmp_path):
                          "dice_mean": [0.3, 0.6, 0.5, 0.7], "dice_std": [0.05, math.nan, 0.02, 0.01], "n_seeds": 2})
     few = pd.DataFrame({"dataset": "tiny", "method": "mass", "k": [1, 3], "dice_mean": [0.4, 0.5], "dice_std": [math.nan] * 2, "n_seeds": 1})
     few_class = pd.DataFrame({"dataset": "tiny", "method": "mass", "k": [1, 3, 1, 3], "class_id": [1, 1, 2, 2],
+                              "class_name": ["box", "box", "ball", "ball"],
                               "dice_mean": [0.5, 0.6, 0.3, 0.4], "dice_std": [math.nan] * 4, "n_seeds": 1})
     for name, table in (("dice", dice), ("few", few), ("few_class", few_class)):
         table.to_parquet(tmp_path / f"{name}.parquet")

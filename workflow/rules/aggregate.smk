@@ -16,6 +16,7 @@ rule aggregate:
         **{f"{name}_provenance": str(provenance_path(f"{TABLES_DIR}/{name}.parquet")) for name in TABLES},
     params:
         methods=METHODS,
+        class_names={name: class_names(DATASETS[name]) for name in EVAL_DATASETS},
         # Recorded in the tables' provenance (hashes), not inputs: the metrics already depend on them.
         checkpoints=[f"{RESULTS}/pretrain/{method}/encoder.pt" for method in METHODS],
     log:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from mass_core.datasets import list_cases
+from mass_core.datasets import class_names, list_cases
 from mass_core.evaluate.aggregate import TABLES
 from mass_core.provenance import provenance_path
 

@@ -12,6 +12,7 @@ aggregate(
     snakemake.input.probe,
     Path(snakemake.output.segmentation_dice_parquet).parent,
     methods=snakemake.params.methods,
+    class_names=snakemake.params.class_names,
 )
 # The whole run config is recorded, not passed as params: it must not trigger reruns.
 for name in TABLES:
