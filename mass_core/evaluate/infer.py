@@ -39,7 +39,7 @@ import SimpleITK as sitk
 import torch
 
 from mass_core.errors import CaseError
-from mass_core.evaluate.fewshot import class_probabilities, load_incontext_segmenter, reference_tokens
+from mass_core.evaluate.fewshot import FewshotParams, class_probabilities, load_incontext_segmenter, reference_tokens
 from mass_core.evaluate.windows import check_window, resolve_device
 from mass_core.geometry import to_original_space
 from mass_core.imageio import read_image
@@ -60,30 +60,18 @@ class InferParams:
     Args:
         modality: ``CT``, ``MR`` or ``PET`` (intensity normalisation).
         standardize: resampling, normalisation and crop; use the pretraining data's settings.
-        crop: reference crop ``(X, Y, Z)`` in voxels, centred on each label.
-        roi: sliding-window size ``(X, Y, Z)`` in voxels. Use the pretraining
-            crop size for both (see :class:`~mass_core.evaluate.fewshot.FewshotParams`).
-        overlap: sliding-window overlap.
-        threshold: probability above which a voxel is labelled.
-        sw_batch: windows per forward pass; at least 2 on CPU, where PyTorch runs
-            a batch of one through its slow reference 3D convolution instead of oneDNN (5-8x slower).
-        device: ``auto``, ``cuda`` or ``cpu``.
+        window: reference crop, sliding window, threshold and device, as for the
+            pipeline's few-shot job (:class:`~mass_core.evaluate.fewshot.FewshotParams`);
+            use the pretraining crop size for ``crop`` and ``roi``.
     """
 
     modality: str = "CT"
     standardize: StandardizeParams = field(default_factory=StandardizeParams)
-    crop: tuple[int, int, int] = (32, 32, 32)
-    roi: tuple[int, int, int] = (32, 32, 32)
-    overlap: float = 0.5
-    threshold: float = 0.5
-    sw_batch: int = 2
-    device: str = "auto"
+    window: FewshotParams = field(default_factory=FewshotParams)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
-        if not 0 <= self.overlap < 1 or not 0 < self.threshold < 1:
-            raise ValueError(f"overlap must be in [0, 1) and threshold in (0, 1), got {self.overlap}, {self.threshold}")
 
 
 def _suffix(path: Path) -> str:
@@ -150,7 +138,7 @@ def segment_scan(image: sitk.Image, segmenter: Segmenter, labels: Sequence[int],
     probabilities = segmenter(case.image)
     if probabilities.shape != (len(labels), *case.image.shape):
         raise ValueError(f"segmenter returned shape {probabilities.shape}, expected {(len(labels), *case.image.shape)}")
-    predicted = label_map(probabilities, labels, params.threshold)
+    predicted = label_map(probabilities, labels, params.window.threshold)
     return to_original_space(predicted, case.meta)
 
 
@@ -173,10 +161,11 @@ def build_segmenter(checkpoint: str | os.PathLike, references: Sequence[tuple[st
     """
     if not references:
         raise ValueError("at least one --reference IMAGE MASK pair is required")
-    device = resolve_device(params.device)
+    device = resolve_device(params.window.device)
     model = load_incontext_segmenter(checkpoint).to(device)
     factor = model.config.encoder.downsampling_factor
-    crop, roi = check_window(params.crop, factor, "crop"), check_window(params.roi, factor, "roi")
+    window = params.window
+    crop, roi = check_window(window.crop, factor, "crop"), check_window(window.roi, factor, "roi")
     standardized = {}
     for i, (image_path, mask_path) in enumerate(references):
         name = f"reference {Path(image_path).name} (mask {Path(mask_path).name})"
@@ -195,7 +184,7 @@ def build_segmenter(checkpoint: str | os.PathLike, references: Sequence[tuple[st
     tokens = reference_tokens(model, standardized, chosen, crop, device)
 
     def segment(volume: np.ndarray) -> np.ndarray:
-        return class_probabilities(model, volume, tokens, roi, params.overlap, params.sw_batch, device)
+        return class_probabilities(model, volume, tokens, roi, window.overlap, window.sw_batch, device)
 
     return segment, wanted
 
@@ -256,9 +245,9 @@ def main_infer(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        params = InferParams(modality=args.modality, standardize=StandardizeParams(spacing_mm=tuple(args.spacing)),
-                             crop=tuple(args.crop), roi=tuple(args.roi), overlap=args.overlap, threshold=args.threshold,
-                             device=args.device)
+        window = FewshotParams(crop=tuple(args.crop), roi=tuple(args.roi), overlap=args.overlap, threshold=args.threshold,
+                               device=args.device)
+        params = InferParams(modality=args.modality, standardize=StandardizeParams(spacing_mm=tuple(args.spacing)), window=window)
         run_inference(args.checkpoint, [tuple(r) for r in args.reference], args.images, args.out_dir, params, args.labels)
     except (CaseError, ValueError, FileNotFoundError) as error:
         print(f"mass-core infer: error: {error}", file=sys.stderr)

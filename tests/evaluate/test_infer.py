@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from mass_core.evaluate.fewshot import FewshotParams
 from mass_core.evaluate.infer import InferParams, label_map, main_infer, segment_scan
 from mass_core.phantom import LABELS, PhantomParams, make_phantom
 from mass_core.standardize import StandardizeParams, standardize_images
@@ -15,7 +16,8 @@ from .conftest import save_mass_checkpoint
 
 # 120 mm field of view at a coarse grid, so that a case has a few thousand voxels.
 PHANTOM = PhantomParams(shape=(40, 40, 24), spacing_mm=(3.0, 3.0, 5.0), noise_hu=5.0)
-PARAMS = InferParams(standardize=StandardizeParams(spacing_mm=(4.0, 4.0, 4.0)), crop=(16, 16, 16), roi=(16, 16, 16), device="cpu")
+PARAMS = InferParams(standardize=StandardizeParams(spacing_mm=(4.0, 4.0, 4.0)),
+                     window=FewshotParams(crop=(16, 16, 16), roi=(16, 16, 16), device="cpu"))
 
 
 def phantom_images(index: int) -> tuple[sitk.Image, sitk.Image]:
