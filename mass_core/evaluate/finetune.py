@@ -221,7 +221,7 @@ def run_finetune(
         raise ValueError(f"{manifest_path}: the test split is empty; nothing to evaluate")
 
     # Channels-last 3D tensors let oneDNN pick faster convolution kernels: a
-    # training step of the default network on CPU takes about 20 % less time.
+    # finetuning run of the default network on CPU takes about 11 % less time.
     model = build_segmentation_model(len(classes) + 1, encoder_config, encoder_weights, seed)
     model = model.to(device, memory_format=torch.channels_last_3d)
     factor = model.encoder.config.downsampling_factor
