@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,15 @@ def planned_jobs(*extra_configs: str) -> dict[str, int]:
     out = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", *extra_configs).stdout
     rows = [line.split() for line in out.splitlines()]
     return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit() and row[0] not in ("total", "all")}
+
+
+def test_seeds_by_fraction_repeat_only_the_named_fraction(tmp_path):
+    override = tmp_path / "seeds.yaml"
+    override.write_text(yaml.safe_dump({"evaluation": {"seeds": [0], "seeds_by_fraction": {0.5: [0, 1, 2]}}}))
+    out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override)).stdout
+    runs = set(re.findall(r"finetune/([^,\s]+)/metrics\.parquet", out))
+    assert {r for r in runs if r.startswith("scratch/")} == {"scratch/fraction_0.5/seed_0", "scratch/fraction_0.5/seed_1",
+                                                             "scratch/fraction_0.5/seed_2", "scratch/fraction_1/seed_0"}
 
 
 @pytest.mark.slow

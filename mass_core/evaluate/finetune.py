@@ -9,7 +9,7 @@ One run = one (dataset, method, label fraction, seed):
 3. supervised training on random crops of the subset, most of them centred
    on a random foreground voxel of a random class (nnU-Net's oversampling, so
    that small structures such as lesions are seen at all), with MONAI's
-   DiceCE loss, AdamW and a polynomial learning-rate decay;
+   DiceCE loss (Dice over the foreground classes, as in nnU-Net), AdamW and a polynomial learning-rate decay;
 4. model selection on the val split only (mean Dice every ``val_every`` steps
    and at the end; the best weights are kept); the test split is used once;
 5. evaluation on the test split with MONAI's sliding-window inference in the
@@ -231,7 +231,11 @@ def run_finetune(
     lookup[classes] = np.arange(1, len(classes) + 1)
     sampler = _CropSampler(train, lookup, params, np.random.default_rng([seed, 1]))
 
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    # Dice over the foreground classes only, as nnU-Net does: with the
+    # background's near-perfect Dice in the mean, small organs pull less. On the
+    # phantom at 10 % labels this raised the mean val Dice of every method
+    # (by 0.7-2.5 points over three seeds).
+    loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / params.steps) ** 0.9)
     history: list[dict[str, float]] = []

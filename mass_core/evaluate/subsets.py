@@ -11,11 +11,11 @@ in which cases are listed.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["fraction_count", "label_fraction_subset", "seeded_order"]
+__all__ = ["fraction_count", "finetune_seeds", "label_fraction_subset", "seeded_order"]
 
 
 def seeded_order(case_ids: Iterable[str], seed: int) -> list[str]:
@@ -61,3 +61,37 @@ def label_fraction_subset(case_ids: Iterable[str], fraction: float, seed: int) -
     if not order:
         raise ValueError("the training split has no cases")
     return order[: fraction_count(len(order), fraction)]
+
+
+def finetune_seeds(fractions: Sequence[float], seeds: Sequence[int],
+                   by_fraction: Mapping[float | str, Sequence[int]] | None = None) -> dict[float, list[int]]:
+    """The training seeds of each label fraction: ``seeds``, unless ``by_fraction`` names the fraction.
+
+    Few-label runs vary most between seeds (one training case at 10 % of a
+    small split), so a study can repeat only those (config key
+    ``evaluation.seeds_by_fraction``) instead of tripling every run.
+
+    Args:
+        fractions: the label fractions of the study.
+        seeds: seeds of every fraction not in ``by_fraction``.
+        by_fraction: fraction -> its seeds; keys may be numbers or strings ("0.1").
+
+    Raises:
+        ValueError: a key that is not one of ``fractions``, or an empty seed list.
+
+    Example:
+        >>> finetune_seeds([0.1, 1.0], [0], {0.1: [0, 1, 2]})
+        {0.1: [0, 1, 2], 1.0: [0]}
+    """
+    chosen = {float(f): [int(s) for s in seeds] for f in fractions}
+    for key, extra in (by_fraction or {}).items():
+        try:
+            fraction = float(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"seeds_by_fraction: {key!r} is not a number") from None
+        if fraction not in chosen:
+            raise ValueError(f"seeds_by_fraction: {key!r} is not one of the label fractions {sorted(chosen)}")
+        if not extra:
+            raise ValueError(f"seeds_by_fraction: fraction {key!r} has no seeds")
+        chosen[fraction] = [int(s) for s in extra]
+    return chosen

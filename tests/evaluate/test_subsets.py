@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mass_core.evaluate.subsets import fraction_count, label_fraction_subset, seeded_order
+from mass_core.evaluate.subsets import finetune_seeds, fraction_count, label_fraction_subset, seeded_order
 
 IDS = [f"case_{i:03d}" for i in range(14)]
 FRACTIONS = [0.05, 0.1, 0.2, 0.4, 0.7, 1.0]
@@ -37,3 +37,17 @@ def test_bad_ids():
         seeded_order(["a", "a"], 0)
     with pytest.raises(ValueError, match="no cases"):
         label_fraction_subset([], 0.5, 0)
+
+
+def test_finetune_seeds_override_named_fractions_only():
+    # YAML gives number keys, --config on the command line may give strings.
+    for key in (0.1, "0.1"):
+        assert finetune_seeds([0.1, 0.4, 1.0], [5], {key: [0, 1, 2]}) == {0.1: [0, 1, 2], 0.4: [5], 1.0: [5]}
+    assert finetune_seeds([0.5, 1.0], [0, 1]) == {0.5: [0, 1], 1.0: [0, 1]}
+
+
+@pytest.mark.parametrize("by_fraction, match", [({0.3: [0]}, "not one of the label fractions"),
+                                                ({"ten": [0]}, "not a number"), ({0.1: []}, "no seeds")])
+def test_finetune_seeds_reject_bad_keys(by_fraction, match):
+    with pytest.raises(ValueError, match=match):
+        finetune_seeds([0.1, 1.0], [0], by_fraction)

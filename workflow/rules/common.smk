@@ -5,6 +5,7 @@ from snakemake.utils import validate
 
 from mass_core.datasets import class_names, list_cases
 from mass_core.evaluate.aggregate import TABLES
+from mass_core.evaluate.subsets import finetune_seeds
 from mass_core.provenance import provenance_path
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -111,6 +112,7 @@ def pretrain_outputs():
 
 
 EVALUATION = config["evaluation"]
+FINETUNE_SEEDS = finetune_seeds(EVALUATION["label_fractions"], EVALUATION["seeds"], EVALUATION["seeds_by_fraction"])
 
 EVALUATION_DIR = f"{RESULTS}/evaluation"
 TABLES_DIR = f"{RESULTS}/tables"
@@ -141,7 +143,7 @@ def finetune_metrics():
         for d in EVAL_DATASETS
         for m in METHODS
         for f in EVALUATION["label_fractions"]
-        for s in EVALUATION["seeds"]
+        for s in FINETUNE_SEEDS[float(f)]
     ]
 
 
@@ -166,7 +168,8 @@ def probe_metrics():
 
 def example_specs():
     """Per dataset: the test predictions of every method at the smallest label fraction and first seed."""
-    fraction, seed = min(EVALUATION["label_fractions"]), EVALUATION["seeds"][0]
+    fraction = min(EVALUATION["label_fractions"])
+    seed = FINETUNE_SEEDS[float(fraction)][0]
     return {
         d: {
             "manifest": f"{RESULTS}/{d}/manifest.parquet",
