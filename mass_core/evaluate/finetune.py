@@ -47,7 +47,7 @@ from mass_core.evaluate.subsets import label_fraction_subset
 from mass_core.evaluate.windows import centred_box, check_window, extract_crop, resolve_device, sliding_window_logits
 from mass_core.models.encoder import EncoderConfig
 
-__all__ = ["FINETUNE_FILES", "FinetuneParams", "predict_label_map", "run_finetune"]
+__all__ = ["FINETUNE_FILES", "FinetuneParams", "learning_rate_factor", "predict_label_map", "run_finetune"]
 
 FINETUNE_FILES = {"metrics": "metrics.parquet", "summary": "summary.json", "predictions": "predictions.npz"}
 # Foreground voxels remembered per case and class for oversampling (nnU-Net keeps 10k).
@@ -64,6 +64,11 @@ class FinetuneParams:
         batch: crops per step.
         lr: peak learning rate of AdamW (decays as ``(1 - step / steps) ** 0.9``).
         weight_decay: AdamW weight decay.
+        warmup_steps: steps over which the learning rate rises linearly from
+            ``lr / warmup_steps`` to ``lr`` before the decay, so that the
+            randomly initialised decoder's first, large gradients do not
+            overwrite a pretrained encoder (the warm-up of nnU-Net's and
+            nnssl's pretrained finetuning); 0 starts at ``lr``.
         foreground_crops: share of crops centred on a foreground voxel (of a
             class drawn uniformly among those in the case). nnU-Net uses 1/3 over
             long schedules; short ones need more: on the phantom, 150 steps reach
@@ -85,6 +90,7 @@ class FinetuneParams:
     batch: int = 2
     lr: float = 1e-2
     weight_decay: float = 1e-5
+    warmup_steps: int = 0
     foreground_crops: float = 0.8
     val_every: int = 75
     roi: tuple[int, int, int] = (32, 32, 32)
@@ -96,6 +102,8 @@ class FinetuneParams:
         for name in ("steps", "batch", "val_every", "sw_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= int(self.warmup_steps) < int(self.steps):
+            raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps} with {self.steps} steps")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
         if not 0 <= self.foreground_crops <= 1:
@@ -146,6 +154,12 @@ class _CropSampler:
             images.append(extract_crop(case.image, start, crop, self.pad[i]))
             labels.append(self.lookup[extract_crop(case.label, start, crop, 0)])
         return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(labels)[:, None].astype(np.int64))
+
+
+def learning_rate_factor(step: int, params: FinetuneParams) -> float:
+    """Multiplier of ``params.lr`` at optimiser step ``step`` (0-based): linear warm-up, then ``(1 - step / steps) ** 0.9``."""
+    warmup = min(1.0, (step + 1) / params.warmup_steps) if params.warmup_steps else 1.0
+    return warmup * (1 - step / params.steps) ** 0.9
 
 
 def predict_label_map(model: SegmentationNet, image: np.ndarray, classes: Sequence[int], params: FinetuneParams,
@@ -237,7 +251,7 @@ def run_finetune(
     # (by 0.7-2.5 points over three seeds).
     loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / params.steps) ** 0.9)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, params))
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     losses: list[float] = []

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mass_core.evaluate.finetune import FinetuneParams, run_finetune
+from mass_core.evaluate.finetune import FinetuneParams, learning_rate_factor, run_finetune
 from mass_core.models.encoder import ResidualEncoder
 from mass_core.pretrain.checkpoint import save_encoder
 
@@ -22,6 +22,18 @@ def test_params_from_config():
         FinetuneParams.from_config({"step": 10})
     with pytest.raises(ValueError, match="overlap"):
         FinetuneParams(overlap=1.0)
+
+
+def test_learning_rate_warms_up_linearly_then_decays():
+    params = FinetuneParams(steps=100, warmup_steps=10)
+    assert learning_rate_factor(0, params) == pytest.approx(0.1)
+    assert learning_rate_factor(4, params) == pytest.approx(0.5 * 0.96 ** 0.9)
+    assert learning_rate_factor(9, params) == pytest.approx(0.91 ** 0.9)
+    factors = [learning_rate_factor(step, params) for step in range(100)]
+    assert factors.index(max(factors)) == 9 and all(a > b for a, b in zip(factors[9:], factors[10:]))
+    assert learning_rate_factor(0, FinetuneParams(steps=100)) == 1.0
+    with pytest.raises(ValueError, match="warmup_steps"):
+        FinetuneParams(steps=10, warmup_steps=10)
 
 
 @pytest.mark.slow
