@@ -9,7 +9,8 @@ One run = one (dataset, method, label fraction, seed):
 3. supervised training on random crops of the subset, most of them centred
    on a random foreground voxel of a random class (nnU-Net's oversampling, so
    that small structures such as lesions are seen at all), with MONAI's
-   DiceCE loss (Dice over the foreground classes, as in nnU-Net), AdamW and a polynomial learning-rate decay;
+   DiceCE loss (Dice over the foreground classes, as in nnU-Net), AdamW, and
+   a polynomial learning-rate decay after an optional linear warm-up;
 4. model selection on the val split only (mean Dice every ``val_every`` steps
    and at the end; the best weights are kept); the test split is used once;
 5. evaluation on the test split with MONAI's sliding-window inference in the
