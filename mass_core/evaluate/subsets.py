@@ -6,6 +6,9 @@ which is inside the 40% one, and so on: a larger fraction only adds labels,
 and differences between fractions are never due to a different draw of cases.
 The permutation depends on the case ids and the seed only, not on the order
 in which cases are listed.
+
+:func:`finetune_seeds` says which training seeds each fraction is finetuned
+with, so that the noisiest (fewest-label) fractions can be repeated alone.
 """
 
 from __future__ import annotations
