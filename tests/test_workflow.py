@@ -63,6 +63,24 @@ def test_seeds_by_fraction_repeat_only_the_named_fraction(tmp_path):
                                                              "scratch/fraction_0.5/seed_2", "scratch/fraction_1/seed_0"}
 
 
+def test_label_counts_add_case_budget_runs(tmp_path):
+    override = tmp_path / "counts.yaml"
+    override.write_text(yaml.safe_dump({"evaluation": {"seeds": [0], "label_counts": [1, 2], "seeds_by_count": {1: [0, 1]}}}))
+    out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override)).stdout
+    runs = set(re.findall(r"finetune/([^,\s]+)/metrics\.parquet", out))
+    assert {r for r in runs if r.startswith("scratch/")} == {"scratch/cases_1/seed_0", "scratch/cases_1/seed_1", "scratch/cases_2/seed_0",
+                                                             "scratch/fraction_0.5/seed_0", "scratch/fraction_1/seed_0"}
+    # The example figure shows the smallest budget: one labeled case.
+    assert "finetune/mass/cases_1/seed_0/predictions.npz" in out
+
+
+def test_a_study_needs_a_label_budget(tmp_path):
+    override = tmp_path / "none.yaml"
+    override.write_text(yaml.safe_dump({"evaluation": {"label_fractions": [], "label_counts": []}}))
+    result = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", str(override), check=False)
+    assert result.returncode != 0 and "label_fractions and label_counts are both empty" in result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_tiny_config_runs_every_stage_and_caches(tmp_path):
     snakemake("--cores", "2", "--forcerun", "manifest", "all", "--configfile", ".test/config.yaml")

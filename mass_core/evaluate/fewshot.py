@@ -14,6 +14,16 @@ k labeled reference cases from the train split. The protocol of the paper:
   a class where its sigmoid probability exceeds 0.5 (classes may overlap);
 - Dice and HD95 per class and test case (:mod:`mass_core.evaluate.metrics`).
 
+The reference-swap control: every test volume is also segmented with each
+class given the references of another class (:func:`swap_order`, a cyclic
+shift over the scored classes) and scored against the first class's truth.
+Rows carry ``references`` = ``"own"`` or ``"swapped"``. A model that reads its
+references scores much lower with swapped ones; a model that ignores them
+(one that segments "whatever is salient") scores the same, so the gap between
+the two says how much of the Dice comes from the reference. The swapped
+predictions are the own predictions re-assigned to other classes, so the
+control costs no extra inference.
+
 Every class is scored; the phantom's lesion (class 7) is the structure no
 pretext task targets, the "novel structure" of the paper.
 """
@@ -45,9 +55,11 @@ __all__ = [
     "FewshotParams",
     "class_probabilities",
     "load_incontext_segmenter",
+    "incontext_metrics",
     "reference_tokens",
     "run_fewshot",
     "select_references",
+    "swap_order",
 ]
 
 FEWSHOT_FILES = {"metrics": "metrics.parquet", "summary": "summary.json"}
@@ -159,7 +171,7 @@ def reference_tokens(
             with torch.no_grad():
                 tasks.append(model.encode_task(torch.from_numpy(ref)[None, None].to(device), torch.from_numpy(ref_mask)[None, None].to(device)))
         per_class.append(TaskTokens.mean(tasks))
-    return TaskTokens([torch.cat(scale, dim=1) for scale in zip(*(task.tokens for task in per_class))])
+    return TaskTokens.concat(per_class)
 
 
 def class_probabilities(model: InContextSegmenter, image: np.ndarray, tokens: TaskTokens, roi: Sequence[int], overlap: float,
@@ -167,6 +179,47 @@ def class_probabilities(model: InContextSegmenter, image: np.ndarray, tokens: Ta
     """Sigmoid probabilities ``(K, X, Y, Z)`` of the K tasks over a whole standardized volume."""
     logits = sliding_window_logits(image, lambda x: model.segment(x, tokens), roi, overlap, sw_batch, device)
     return torch.sigmoid(logits).numpy()
+
+
+def swap_order(n_classes: int) -> list[int]:
+    """Reference-swap permutation: task ``i`` is scored with the prediction of task ``order[i]``, a cyclic shift by one.
+
+    Example:
+        >>> swap_order(3)
+        [1, 2, 0]
+    """
+    if n_classes < 2:
+        raise ValueError(f"the swap control needs at least two classes, got {n_classes}")
+    return [(i + 1) % n_classes for i in range(n_classes)]
+
+
+def incontext_metrics(model: InContextSegmenter, image: np.ndarray, label: np.ndarray, spacing_mm: Sequence[float],
+                      tokens: TaskTokens, class_ids: Sequence[int], params: FewshotParams, device: torch.device,
+                      hd95: bool = True) -> pd.DataFrame:
+    """Metrics of one query volume with each class's own references and, with two or more classes, swapped ones.
+
+    Args:
+        model: the in-context model (eval mode).
+        image, label: the query's standardized image and label map ``(X, Y, Z)``.
+        spacing_mm: the query's voxel spacing.
+        tokens: K task tokens, one per entry of ``class_ids`` in that order.
+        class_ids: the classes the tokens stand for.
+        params: window settings and threshold.
+        device: where the model runs.
+        hd95: ``False`` skips surface distances.
+
+    Returns:
+        :func:`~mass_core.evaluate.metrics.mask_metrics` rows plus ``references``
+        (``"own"`` or ``"swapped"``); swapped rows are scored against the truth
+        of their ``class_id`` with the prediction made from the references of
+        class ``class_ids[swap_order(K)[i]]``.
+    """
+    predicted = class_probabilities(model, image, tokens, params.roi, params.overlap, params.sw_batch, device) > params.threshold
+    truth = np.asarray(label)[None] == np.asarray(class_ids).reshape(-1, 1, 1, 1)
+    frames = [mask_metrics(predicted, truth, class_ids, spacing_mm, hd95).assign(references="own")]
+    if len(class_ids) > 1:
+        frames.append(mask_metrics(predicted[swap_order(len(class_ids))], truth, class_ids, spacing_mm, hd95).assign(references="swapped"))
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_fewshot(
@@ -218,17 +271,17 @@ def run_fewshot(
     references = {cid: (train[cid].image, train[cid].label) for refs in chosen.values() for cid in refs}
     tokens = reference_tokens(model, references, chosen, params.crop, device)
 
-    frames = []
-    ids = np.asarray(scored).reshape(-1, 1, 1, 1)
-    for case in test:
-        probabilities = class_probabilities(model, np.asarray(case.image), tokens, params.roi, params.overlap, params.sw_batch, device)
-        frame = mask_metrics(probabilities > params.threshold, np.asarray(case.label)[None] == ids, scored, case.spacing_mm)
-        frames.append(frame.assign(case_id=case.case_id))
+    frames = [
+        incontext_metrics(model, np.asarray(case.image), np.asarray(case.label), case.spacing_mm, tokens, scored, params, device)
+        .assign(case_id=case.case_id)
+        for case in test
+    ]
     metrics = pd.concat(frames, ignore_index=True).assign(dataset=dataset, method=method, k=int(k), seed=int(seed))
-    metrics = metrics[["dataset", "method", "k", "seed", "case_id", "class_id", "dice", "hd95_mm", "truth_voxels", "pred_voxels"]]
+    metrics = metrics[["dataset", "method", "k", "seed", "references", "case_id", "class_id", "dice", "hd95_mm", "truth_voxels", "pred_voxels"]]
     out_dir = Path(out_dir)
     write_with(out_dir / FEWSHOT_FILES["metrics"], lambda tmp: metrics.to_parquet(tmp, index=False))
-    per_class = metrics.groupby("class_id")["dice"].mean()
+    per_class = metrics[metrics["references"] == "own"].groupby("class_id")["dice"].mean()
+    swapped = metrics[metrics["references"] == "swapped"].groupby("class_id")["dice"].mean()
     summary = {
         "dataset": dataset,
         "method": method,
@@ -241,6 +294,7 @@ def run_fewshot(
         "test_cases": [c.case_id for c in test],
         "test_dice": float(per_class.mean()),
         "test_dice_per_class": {str(c): (None if np.isnan(v) else float(v)) for c, v in per_class.items()},
+        "swapped_test_dice": float(swapped.mean()) if len(swapped) else None,
         "device": str(device),
         "total_seconds": round(time.perf_counter() - started, 1),
         "cpu_seconds": round(time.process_time() - cpu_started, 1),

@@ -1,9 +1,9 @@
-"""Segmentation finetuning on a label fraction (the ``finetune_seg`` job).
+"""Segmentation finetuning on a label budget (the ``finetune_seg`` job).
 
-One run = one (dataset, method, label fraction, seed):
+One run = one (dataset, method, label budget, seed):
 
-1. the training subset is :func:`~mass_core.evaluate.subsets.label_fraction_subset`
-   of the train split (nested over fractions, shared by methods and seeds);
+1. the training subset is :meth:`~mass_core.evaluate.subsets.Budget.subset`
+   of the train split (nested over budgets, shared by methods and seeds);
 2. :func:`~mass_core.evaluate.segmentation.build_segmentation_model` starts the
    shared encoder from the method's ``encoder.pt`` (``scratch``: a random one);
 3. supervised training on random crops of the subset, most of them centred
@@ -43,8 +43,8 @@ from mass_core.atomic import write_json, write_with
 from mass_core.config_section import from_section
 from mass_core.evaluate.cases import EvalCase, dataset_classes, load_split
 from mass_core.evaluate.metrics import label_map_metrics
-from mass_core.evaluate.segmentation import SegmentationNet, build_segmentation_model
-from mass_core.evaluate.subsets import label_fraction_subset
+from mass_core.evaluate.segmentation import ClassPriorNet, SegmentationNet, build_class_prior_model, build_segmentation_model
+from mass_core.evaluate.subsets import Budget
 from mass_core.evaluate.windows import centred_box, check_window, extract_crop, resolve_device, sliding_window_logits
 from mass_core.models.encoder import EncoderConfig
 
@@ -163,7 +163,7 @@ def learning_rate_factor(step: int, params: FinetuneParams) -> float:
     return warmup * (1 - step / params.steps) ** 0.9
 
 
-def predict_label_map(model: SegmentationNet, image: np.ndarray, classes: Sequence[int], params: FinetuneParams,
+def predict_label_map(model: torch.nn.Module, image: np.ndarray, classes: Sequence[int], params: FinetuneParams,
                       device: torch.device) -> np.ndarray:
     """Class ids ``(X, Y, Z)`` (0 = background) predicted over a whole standardized volume."""
     logits = sliding_window_logits(image, model, params.roi, params.overlap, params.sw_batch, device)
@@ -172,7 +172,7 @@ def predict_label_map(model: SegmentationNet, image: np.ndarray, classes: Sequen
     return ids[logits.argmax(dim=0).numpy()].astype(dtype)
 
 
-def _evaluate(model: SegmentationNet, cases: Sequence[EvalCase], classes: Sequence[int], params: FinetuneParams,
+def _evaluate(model: torch.nn.Module, cases: Sequence[EvalCase], classes: Sequence[int], params: FinetuneParams,
               device: torch.device, hd95: bool) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     model.eval()
     frames, predictions = [], {}
@@ -196,13 +196,14 @@ def run_finetune(
     *,
     dataset: str,
     method: str,
-    fraction: float,
+    budget: Budget,
     seed: int,
     subset_seed: int,
     encoder_weights: str | os.PathLike | None,
     encoder_config: EncoderConfig | None,
     params: FinetuneParams,
     threads: int | None = None,
+    whole_model: bool = False,
 ) -> dict[str, Any]:
     """Finetune, select on val, evaluate on test; write :data:`FINETUNE_FILES` into ``out_dir``.
 
@@ -210,14 +211,19 @@ def run_finetune(
         manifest_path: the dataset's ``manifest.parquet`` (labeled train, val and test cases).
         out_dir: output folder.
         dataset, method: names written into every output row.
-        fraction: share of the train split used, in (0, 1].
+        budget: the labeled share or number of train cases; outputs carry its
+            token (``budget``), the number of cases used (``label_cases``) and
+            their share of the train split (``fraction``).
         seed: training seed (initialisation, crop sampling).
-        subset_seed: seed of the label-fraction permutation (the same for every
+        subset_seed: seed of the label-budget permutation (the same for every
             method and training seed, so that they see the same cases).
         encoder_weights: the method's ``encoder.pt``; ``None`` initialises the encoder from ``seed``.
         encoder_config: encoder shape (checked against ``encoder_weights``).
         params: training and inference settings.
         threads: torch CPU threads (the Snakemake job's ``threads``); ``None`` leaves torch's default.
+        whole_model: MASS-FT: ``encoder_weights`` is a MASS ``final.pt`` and the
+            whole in-context model is finetuned with class priors
+            (:func:`~mass_core.evaluate.segmentation.build_class_prior_model`).
 
     Returns:
         the summary written to ``summary.json``.
@@ -228,7 +234,8 @@ def run_finetune(
     device = resolve_device(params.device)
     classes = dataset_classes(manifest_path)
     train_all = load_split(manifest_path, "train", require_labels=True)
-    chosen = label_fraction_subset([c.case_id for c in train_all], fraction, subset_seed)
+    chosen = budget.subset([c.case_id for c in train_all], subset_seed)
+    share = len(chosen) / len(train_all)
     train = [c for c in train_all if c.case_id in set(chosen)]
     val = load_split(manifest_path, "val", require_labels=True)
     test = load_split(manifest_path, "test", require_labels=True)
@@ -237,8 +244,18 @@ def run_finetune(
 
     # Channels-last 3D tensors let oneDNN pick faster convolution kernels: a
     # finetuning run of the default network on CPU takes about 11 % less time.
-    model = build_segmentation_model(len(classes) + 1, encoder_config, encoder_weights, seed)
-    model = model.to(device, memory_format=torch.channels_last_3d)
+    if whole_model:
+        if encoder_weights is None:
+            raise ValueError("MASS-FT (whole_model) needs the MASS training checkpoint as encoder_weights")
+        model: SegmentationNet | ClassPriorNet = build_class_prior_model(
+            encoder_weights, {c.case_id: (c.image, c.label) for c in train}, classes, params.crop, device)
+    else:
+        model = build_segmentation_model(len(classes) + 1, encoder_config, encoder_weights, seed)
+    model = model.to(device)
+    for module in model.modules():
+        # Convolutions only: MASS-FT's class priors are 4-D tensors, which have no channels-last-3d layout.
+        if isinstance(module, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+            module.to(memory_format=torch.channels_last_3d)
     factor = model.encoder.config.downsampling_factor
     check_window(params.crop, factor, "crop")
     check_window(params.roi, factor, "roi")
@@ -279,15 +296,17 @@ def run_finetune(
         model.load_state_dict(best[2])
 
     metrics, predictions = _evaluate(model, test, classes, params, device, hd95=True)
-    metrics = metrics.assign(dataset=dataset, method=method, fraction=float(fraction), seed=int(seed))
-    metrics = metrics[["dataset", "method", "fraction", "seed", "case_id", "class_id", "dice", "hd95_mm", "truth_voxels", "pred_voxels"]]
+    metrics = metrics.assign(dataset=dataset, method=method, budget=budget.token, label_cases=len(chosen), fraction=share, seed=int(seed))
+    metrics = metrics[["dataset", "method", "budget", "label_cases", "fraction", "seed", "case_id", "class_id", "dice", "hd95_mm", "truth_voxels", "pred_voxels"]]
     out_dir = Path(out_dir)
     write_with(out_dir / FINETUNE_FILES["metrics"], lambda tmp: metrics.to_parquet(tmp, index=False))
     write_with(out_dir / FINETUNE_FILES["predictions"], lambda tmp: _save_npz(tmp, predictions))
     summary = {
         "dataset": dataset,
         "method": method,
-        "fraction": float(fraction),
+        "budget": budget.token,
+        "label_cases": len(chosen),
+        "fraction": share,
         "seed": int(seed),
         "subset_seed": int(subset_seed),
         "train_cases": chosen,
@@ -295,6 +314,7 @@ def run_finetune(
         "test_cases": [c.case_id for c in test],
         "classes": classes,
         "encoder_weights": None if encoder_weights is None else str(encoder_weights),
+        "network": "in-context model with class priors (MASS-FT)" if whole_model else "encoder + U-Net decoder",
         "encoder_config": model.encoder.config.to_dict(),
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()},
         "selection": "best val Dice" if best is not None else "last step (empty val split)",
@@ -308,7 +328,7 @@ def run_finetune(
         "cpu_seconds": round(time.process_time() - cpu_started, 1),
     }
     write_json(out_dir / FINETUNE_FILES["summary"], _finite(summary))
-    print(json.dumps({k: summary[k] for k in ("method", "fraction", "seed", "test_dice", "total_seconds", "cpu_seconds")}), file=sys.stderr)
+    print(json.dumps({k: summary[k] for k in ("method", "budget", "seed", "test_dice", "total_seconds", "cpu_seconds")}), file=sys.stderr)
     return summary
 
 

@@ -18,9 +18,10 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from mass_core.atomic import write_with
+from mass_core.evaluate.subsets import Budget
 from mass_core.manifest import read_manifest
 
-__all__ = ["make_plots", "plot_examples", "plot_fewshot", "plot_label_efficiency"]
+__all__ = ["label_efficiency_figure", "make_plots", "plot_examples", "plot_fewshot", "plot_label_efficiency"]
 
 _DPI = 100
 
@@ -38,12 +39,18 @@ def _empty(ax: Axes, text: str) -> None:
     ax.set_axis_off()
 
 
-def plot_label_efficiency(dice_table: pd.DataFrame, out_path: str | os.PathLike, methods: Sequence[str]) -> None:
-    """Test Dice (%) vs label fraction, one line per method, error bars = std over seeds; one panel per dataset.
+def label_efficiency_figure(dice_table: pd.DataFrame, methods: Sequence[str]) -> Figure:
+    """Test Dice (%) vs number of labeled training cases, one line per method, one panel per dataset.
+
+    Count budgets (squares) and fraction budgets (circles) share one axis,
+    the number of cases a budget realised on the dataset (log scale), which
+    orders budgets of both kinds by the labels they hold. A band
+    of mean ± std over seeds surrounds a line where neighbouring budgets both
+    have >= 2 seeds; a budget with >= 2 seeds but no such neighbour gets an error bar.
 
     Args:
-        dice_table: the ``segmentation_dice`` table of :mod:`mass_core.evaluate.aggregate`.
-        out_path: PNG to write.
+        dice_table: the ``segmentation_dice`` table of :mod:`mass_core.evaluate.aggregate`
+            (``budget``, ``label_cases``, ``dice_mean``, ``dice_std``, ``n_seeds``).
         methods: line order (the configured methods).
     """
     datasets = sorted(set(dice_table["dataset"])) or ["(no results)"]
@@ -55,20 +62,41 @@ def plot_label_efficiency(dice_table: pd.DataFrame, out_path: str | os.PathLike,
             _empty(ax, "no finetuning results")
             continue
         for method in _method_order(table["method"].unique(), methods):
-            rows = table[table["method"] == method].sort_values("fraction")
-            ax.errorbar(rows["fraction"] * 100, rows["dice_mean"] * 100, yerr=rows["dice_std"].fillna(0) * 100,
-                        marker="o", capsize=3, label=method)
-        fractions = sorted(set(table["fraction"]))
+            _draw_method(ax, table[table["method"] == method], method)
+        cases = sorted(set(int(n) for n in table["label_cases"]))
         ax.set_xscale("log")
-        ax.set_xticks([f * 100 for f in fractions], [f"{f * 100:g}%" for f in fractions])
+        ax.set_xticks(cases, [str(n) for n in cases])
         ax.minorticks_off()
-        ax.set_xlabel("labeled training cases")
+        ax.set_xlabel("labeled training cases (■ counts, ● fractions)")
         ax.set_ylabel("test Dice (%)")
         ax.set_title(dataset)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, out_path)
+    return fig
+
+
+def _draw_method(ax: Axes, rows: pd.DataFrame, method: str) -> None:
+    budgets = rows["budget"].map(Budget.parse)
+    rows = rows.assign(_key=budgets.map(lambda b: b.sort_key), _kind=budgets.map(lambda b: b.kind)).sort_values(["label_cases", "_key"])
+    x, mean, std = rows["label_cases"].to_numpy(), rows["dice_mean"].to_numpy() * 100, rows["dice_std"].to_numpy() * 100
+    (line,) = ax.plot(x, mean, label=method)
+    for kind, marker in (("fraction", "o"), ("cases", "s")):
+        shown = (rows["_kind"] == kind).to_numpy()
+        ax.plot(x[shown], mean[shown], linestyle="none", marker=marker, color=line.get_color())
+    spread = (rows["n_seeds"] >= 2).to_numpy() & np.isfinite(std)
+    ax.fill_between(x, mean - std, mean + std, where=spread, color=line.get_color(), alpha=0.2, linewidth=0)
+    # fill_between spans consecutive selected points only; show an isolated one as a bar.
+    neighbour = np.zeros_like(spread)
+    neighbour[1:] |= spread[:-1]
+    neighbour[:-1] |= spread[1:]
+    alone = spread & ~neighbour
+    ax.errorbar(x[alone], mean[alone], yerr=std[alone], linestyle="none", capsize=3, color=line.get_color())
+
+
+def plot_label_efficiency(dice_table: pd.DataFrame, out_path: str | os.PathLike, methods: Sequence[str]) -> None:
+    """Write :func:`label_efficiency_figure` to ``out_path`` (PNG)."""
+    _save(label_efficiency_figure(dice_table, methods), out_path)
 
 
 def plot_fewshot(per_class_table: pd.DataFrame, dice_table: pd.DataFrame, out_path: str | os.PathLike,
@@ -125,7 +153,7 @@ def plot_examples(manifest_path: str | os.PathLike, predictions: Mapping[str, st
         manifest_path: the dataset's ``manifest.parquet``.
         predictions: method -> ``predictions.npz`` of a finetuning run (test label maps by case id).
         out_path: PNG to write.
-        title: figure title (for example the label fraction shown).
+        title: figure title (for example the label budget shown).
         methods: panel order.
     """
     test = read_manifest(manifest_path, "test").sort_values("case_id", kind="stable")

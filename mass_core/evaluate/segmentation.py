@@ -8,25 +8,33 @@ initialised from the run's seed). The decoder is always initialised randomly
 with the run's seed, so the same seed gives every method the same decoder. The segmentation tables therefore
 compare pretraining and nothing else.
 
-This departs from the MASS paper, which finetunes its whole in-context model
-(encoder, task encoder and decoders) for segmentation: the baselines have no
-such decoder, so starting MASS from more pretrained layers than the others
-would mix the effect of the pretext task with that of a larger pretrained
-model.
+MASS has a second finetuning network, the paper's MASS-FT
+(:class:`ClassPriorNet`): the whole pretrained in-context model, with one
+learnable task per class (its "class prior") in place of reference crops.
+Each prior starts as the mean task of its class over the labeled training
+crops, so at step 0 the network is the in-context model given those crops as
+references. The baselines have no in-context decoder to start from, so their
+rows keep the encoder-only network; the encoder-only MASS row
+(``mass_encoder``) separates what the pretext task did to the encoder from
+what the rest of the in-context model adds.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
 from mass_core.models.encoder import EncoderConfig, ResidualEncoder, norm_act
+from mass_core.evaluate.fewshot import load_incontext_segmenter, reference_tokens
+from mass_core.models.incontext import InContextSegmenter, TaskTokens
 from mass_core.pretrain.checkpoint import load_encoder
 
-__all__ = ["SegmentationNet", "UNetDecoder", "build_segmentation_model"]
+__all__ = ["ClassPriorNet", "SegmentationNet", "UNetDecoder", "build_class_prior_model", "build_segmentation_model"]
 
 
 class UNetDecoder(nn.Module):
@@ -124,3 +132,68 @@ def build_segmentation_model(
     if pretrained is not None:
         model.encoder.load_state_dict(pretrained.state_dict())
     return model
+
+
+class ClassPriorNet(nn.Module):
+    """MASS-FT: an in-context model whose K tasks are learnable class priors, as a K + 1 channel segmenter.
+
+    Args:
+        model: the pretrained in-context model (finetuned as a whole).
+        priors: one task per foreground class, in class order (``B = 1``);
+            copied into parameters.
+
+    ``forward(x)`` returns ``(B, 1 + K, X, Y, Z)``: channel 0 is a constant
+    0 logit for the background and channel ``k`` the in-context logit of class
+    ``k``. A softmax over them is, for one class, exactly the in-context
+    sigmoid, and its argmax assigns a voxel to the most confident class whose
+    sigmoid exceeds 0.5 (the in-context threshold); so the network trains
+    with the loss of every other method and its step-0 prediction is the
+    in-context prediction of the references its priors came from.
+    """
+
+    def __init__(self, model: InContextSegmenter, priors: TaskTokens) -> None:
+        super().__init__()
+        if priors.batch_size != 1:
+            raise ValueError(f"priors must have batch size 1, got {priors.batch_size}")
+        self.model = model
+        self.tokens = nn.ParameterList(nn.Parameter(t.detach().clone()) for t in priors.tokens)
+        self.prototypes = None if priors.prototypes is None else nn.Parameter(priors.prototypes.detach().clone())
+
+    @property
+    def encoder(self) -> ResidualEncoder:
+        return self.model.encoder
+
+    @property
+    def priors(self) -> TaskTokens:
+        """The current class priors."""
+        return TaskTokens(list(self.tokens), self.prototypes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model.segment(x, self.priors)
+        return torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
+
+
+def build_class_prior_model(checkpoint: str | os.PathLike, references: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                            classes: Sequence[int], crop: Sequence[int], device: torch.device) -> ClassPriorNet:
+    """MASS-FT from a MASS training checkpoint, with priors from every labeled training case.
+
+    Args:
+        checkpoint: the MASS ``final.pt`` (its EMA weights are the starting point).
+        references: the labeled training cases, case id -> (image, label map).
+        classes: the dataset's foreground classes, in output-channel order.
+        crop: reference crop size, centred on each class (the training crop).
+        device: where the priors are computed.
+
+    A class absent from every training case gets the mean of the other priors:
+    it has no example to start from, and training only ever tells it "not here".
+    """
+    model = load_incontext_segmenter(checkpoint).to(device)
+    present = {int(c): [cid for cid, (_, label) in references.items() if np.any(np.asarray(label) == c)] for c in classes}
+    chosen = {c: ids for c, ids in present.items() if ids}
+    if not chosen:
+        raise ValueError("no training case contains any of the classes; MASS-FT has nothing to start its priors from")
+    known = reference_tokens(model, references, chosen, crop, device)
+    fallback = TaskTokens.mean([known.select([i]) for i in range(known.num_masks)])
+    index = {c: i for i, c in enumerate(chosen)}
+    priors = TaskTokens.concat([known.select([index[c]]) if c in index else fallback for c in (int(c) for c in classes)])
+    return ClassPriorNet(model.train(), priors)

@@ -16,7 +16,16 @@ the reference"). Pieces:
   that mask's tokens exchange information by two-way cross-attention;
 - the output: a dynamic 1x1 classifier made from the mask's tokens applied to
   the full-resolution pixel embedding, plus the per-mask decoder's coarse logit
-  map upsampled.
+  map upsampled;
+- optionally (``prototypes``), a prototype term: the reference also goes
+  through the pixel decoder, the masked averages of its pixel embedding inside
+  and outside the mask are the foreground and background prototypes, and
+  every query voxel adds ``scale * (cos(fg) - cos(bg))`` to its logit
+  (the prototype matching of PANet/SSL-ALPNet). It gives the prediction a
+  direct, parameter-free path from the reference mask, which a small model
+  trained for a few hundred steps otherwise fails to learn: it segments what
+  stands out in the query whatever the reference marks
+  (``docs/pretraining.md``, "Does it read the reference?").
 
 Why this split: the mask-conditioned part runs once per mask, so it is kept
 at the coarse token scales; at full resolution only a (B, K, X, Y, Z) logit
@@ -56,12 +65,14 @@ class InContextConfig:
         learned_tokens: learned tokens per mask and scale, besides the
             masked-average foreground token.
         heads: attention heads; must divide the channels of every token scale.
+        prototypes: add the prototype-matching term to the logits.
     """
 
     encoder: EncoderConfig = EncoderConfig()
     token_scales: int = 3
     learned_tokens: int = 4
     heads: int = 4
+    prototypes: bool = False
 
     def __post_init__(self) -> None:
         stages = len(self.encoder.channels)
@@ -86,12 +97,13 @@ class InContextConfig:
             "token_scales": self.token_scales,
             "learned_tokens": self.learned_tokens,
             "heads": self.heads,
+            "prototypes": self.prototypes,
         }
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> InContextConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        unknown = set(values) - {"encoder", "token_scales", "learned_tokens", "heads"}
+        unknown = set(values) - {"encoder", "token_scales", "learned_tokens", "heads", "prototypes"}
         if unknown:
             raise ValueError(f"in-context model config has unknown keys {sorted(unknown)}")
         rest = {k: v for k, v in values.items() if k != "encoder"}
@@ -106,9 +118,12 @@ class TaskTokens:
         tokens: one tensor per token scale, deepest first, each of shape
             ``(B, K, 1 + learned_tokens, C_s)``; token 0 is the masked-average
             foreground token.
+        prototypes: ``(B, K, 2, C_0)`` background and foreground prototypes of
+            the pixel embedding, or ``None`` for a model without the prototype term.
     """
 
     tokens: list[torch.Tensor]
+    prototypes: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -126,7 +141,22 @@ class TaskTokens:
         shapes = {tuple(t.shape) for task in tasks for t in task.tokens[:1]}
         if len(shapes) != 1:
             raise ValueError(f"tasks must all have the same (B, K, tokens, C) shape, got {sorted(shapes)}")
-        return TaskTokens([torch.stack(scale).mean(dim=0) for scale in zip(*(task.tokens for task in tasks))])
+        prototypes = None if tasks[0].prototypes is None else torch.stack([task.prototypes for task in tasks]).mean(dim=0)
+        return TaskTokens([torch.stack(scale).mean(dim=0) for scale in zip(*(task.tokens for task in tasks))], prototypes)
+
+    @staticmethod
+    def concat(tasks: Sequence[TaskTokens]) -> TaskTokens:
+        """Join the masks of several tasks of one batch size along K (one task per class, say)."""
+        if not tasks:
+            raise ValueError("tasks must hold at least one TaskTokens")
+        prototypes = None if tasks[0].prototypes is None else torch.cat([task.prototypes for task in tasks], dim=1)
+        return TaskTokens([torch.cat(scale, dim=1) for scale in zip(*(task.tokens for task in tasks))], prototypes)
+
+    def select(self, order: Sequence[int]) -> TaskTokens:
+        """The masks ``order`` (indices along K), in that order."""
+        index = torch.as_tensor(list(order), dtype=torch.long, device=self.tokens[0].device)
+        prototypes = None if self.prototypes is None else self.prototypes.index_select(1, index)
+        return TaskTokens([t.index_select(1, index) for t in self.tokens], prototypes)
 
 
 class _CrossAttention(nn.Module):
@@ -241,8 +271,10 @@ class _MaskDecoder(nn.Module):
         self.pixel_norm = norm_act(channels[0])
         # Weights and bias of the 1x1 classifier on the pixel embedding, one set per mask.
         self.classifier = nn.Sequential(nn.LayerNorm(channels[finest]), nn.Linear(channels[finest], channels[finest]), nn.GELU(), nn.Linear(channels[finest], channels[0] + 1))
+        # Cosine similarities lie in [-1, 1]; the scale lets the term reach confident logits (SSL-ALPNet uses 20).
+        self.prototype_scale = nn.Parameter(torch.tensor(10.0)) if config.prototypes else None
 
-    def forward(self, decoded: list[torch.Tensor], tokens: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, decoded: list[torch.Tensor], tokens: list[torch.Tensor], prototypes: torch.Tensor | None = None) -> torch.Tensor:
         b, k = tokens[0].shape[:2]
         h = decoded[self.stages[0]].repeat_interleave(k, dim=0)
         for i, stage in enumerate(self.stages):
@@ -256,7 +288,21 @@ class _MaskDecoder(nn.Module):
         coarse = self.coarse_head(h).unflatten(0, (b, k))[:, :, 0]
         if coarse.shape[2:] != logits.shape[2:]:
             coarse = F.interpolate(coarse, size=logits.shape[2:], mode="trilinear", align_corners=False)
-        return logits + coarse
+        logits = logits + coarse
+        if self.prototype_scale is not None:
+            if prototypes is None:
+                raise ValueError("this model has a prototype term: the task must carry prototypes")
+            cosine = torch.einsum("bcxyz,bkpc->bkpxyz", F.normalize(pixels, dim=1), F.normalize(prototypes, dim=-1))
+            logits = logits + self.prototype_scale * (cosine[:, :, 1] - cosine[:, :, 0])
+        return logits
+
+    def prototypes(self, decoded_full: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Background and foreground means ``(B, K, 2, C_0)`` of the pixel embedding of ``decoded_full`` ``(B, C_0, X, Y, Z)``."""
+        pixels = self.pixel_norm(decoded_full).flatten(2)  # (B, C, N)
+        m = masks.flatten(2).to(pixels.dtype)  # (B, K, N)
+        inside = torch.einsum("bcn,bkn->bkc", pixels, m) / m.sum(-1, keepdim=True).clamp_min(1e-6)
+        outside = torch.einsum("bcn,bkn->bkc", pixels, 1 - m) / (1 - m).sum(-1, keepdim=True).clamp_min(1e-6)
+        return torch.stack([outside, inside], dim=2)
 
 
 class InContextSegmenter(nn.Module):
@@ -303,7 +349,8 @@ class InContextSegmenter(nn.Module):
             # Area downsampling: a voxel half inside the mask counts half.
             scaled = F.avg_pool3d(masks, kernel_size=2**stage) if stage else masks
             tokens.append(encoder(features[stage], scaled))
-        return TaskTokens(tokens)
+        prototypes = self.mask_decoder.prototypes(self.pixel_decoder(features)[0], masks) if self.config.prototypes else None
+        return TaskTokens(tokens, prototypes)
 
     def segment(self, query: torch.Tensor, task: TaskTokens) -> torch.Tensor:
         """Logits ``(B, K, X, Y, Z)`` for ``query`` ``(B, 1, X, Y, Z)``.
@@ -315,7 +362,8 @@ class InContextSegmenter(nn.Module):
         if task.batch_size not in (1, b):
             raise ValueError(f"task has batch size {task.batch_size}, expected 1 or the query's {b}")
         tokens = [t.expand(b, *t.shape[1:]) for t in task.tokens]
-        return self.mask_decoder(self.pixel_decoder(self.encoder(query)), tokens)
+        prototypes = None if task.prototypes is None else task.prototypes.expand(b, *task.prototypes.shape[1:])
+        return self.mask_decoder(self.pixel_decoder(self.encoder(query)), tokens, prototypes)
 
     def forward(self, query: torch.Tensor, reference: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
         return self.segment(query, self.encode_task(reference, ref_masks))

@@ -15,7 +15,7 @@ All files hold only tensors and plain Python types, so they load with
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,6 +58,7 @@ class TrainingState:
         optimizer: ``optimizer.state_dict()``.
         scheduler: ``scheduler.state_dict()``.
         metrics: the ``metrics.csv`` rows logged up to ``step``.
+        validation: the ``validation.csv`` rows (held-out checks) up to ``step``.
     """
 
     method: str
@@ -70,6 +71,7 @@ class TrainingState:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     metrics: list[dict[str, float]]
+    validation: list[dict[str, float]] = field(default_factory=list)
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:

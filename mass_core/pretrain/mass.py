@@ -19,6 +19,7 @@ import torch
 
 from mass_core.models.incontext import InContextConfig, InContextSegmenter
 from mass_core.pretrain.augment import warp_query
+from mass_core.pretrain.heldout import HeldOutCheck, HeldOutConfig
 from mass_core.pretrain.losses import mass_loss
 from mass_core.pretrain.sampler import CaseArrays, CaseSource, SamplerConfig, TaskSampler
 from mass_core.pretrain.task import PretextTask
@@ -35,11 +36,13 @@ class MassConfig:
         model: the in-context network's shape.
         sampler: task construction and augmentation.
         alpha_range: clamp range of the adaptive Tversky alpha (the paper: 0.2, 0.8).
+        heldout: size of the held-out in-context check (run every ``train.validate_every`` steps).
     """
 
     model: InContextConfig = field(default_factory=InContextConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     alpha_range: tuple[float, float] = (0.2, 0.8)
+    heldout: HeldOutConfig = field(default_factory=HeldOutConfig)
 
     def __post_init__(self) -> None:
         factor = self.model.encoder.downsampling_factor
@@ -49,12 +52,13 @@ class MassConfig:
 
     @classmethod
     def from_config(cls, encoder: Mapping[str, Any], mass: Mapping[str, Any]) -> MassConfig:
-        """Build from the config sections ``pretrain.encoder`` and ``pretrain.mass`` (keys ``model``, ``sampler``, ``alpha_range``)."""
-        unknown = set(mass) - {"model", "sampler", "alpha_range"}
+        """Build from the config sections ``pretrain.encoder`` and ``pretrain.mass`` (keys ``model``, ``sampler``, ``alpha_range``, ``heldout``)."""
+        unknown = set(mass) - {"model", "sampler", "alpha_range", "heldout"}
         if unknown:
             raise ValueError(f"mass config has unknown keys {sorted(unknown)}")
         model = InContextConfig.from_dict({**mass.get("model", {}), "encoder": dict(encoder)})
-        return cls(model=model, sampler=SamplerConfig.from_dict(mass.get("sampler", {})), alpha_range=tuple(mass.get("alpha_range", (0.2, 0.8))))
+        return cls(model=model, sampler=SamplerConfig.from_dict(mass.get("sampler", {})), alpha_range=tuple(mass.get("alpha_range", (0.2, 0.8))),
+                   heldout=HeldOutConfig.from_config(mass.get("heldout", {})))
 
 
 class _StoreLabels:
@@ -122,13 +126,15 @@ class MassTask(PretextTask):
     Args:
         cases: training cases (any :class:`~mass_core.pretrain.sampler.CaseSource`).
         config: model, sampler and loss settings.
+        checks: held-out checks (one per dataset with val cases); their scores are averaged.
     """
 
     method: ClassVar[str] = "mass"
 
-    def __init__(self, cases: Sequence[CaseSource], config: MassConfig) -> None:
+    def __init__(self, cases: Sequence[CaseSource], config: MassConfig, checks: Sequence[HeldOutCheck] = ()) -> None:
         self.config = config
         self.sampler = TaskSampler(cases, config.sampler)
+        self.checks = list(checks)
 
     def model_config(self) -> dict[str, Any]:
         return self.config.model.to_dict()
@@ -151,6 +157,11 @@ class MassTask(PretextTask):
             targets=warped.masks,
             valid=move("valid"),
         )
+
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        scores = [check(model, device) for check in self.checks]
+        keys = sorted({key for score in scores for key in score})
+        return {key: float(np.nanmean([score.get(key, np.nan) for score in scores])) for key in keys}
 
     def compute_loss(self, model: torch.nn.Module, batch: MassBatch) -> dict[str, torch.Tensor]:
         logits = model(batch.query, batch.reference, batch.reference_masks)

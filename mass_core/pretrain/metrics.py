@@ -15,22 +15,25 @@ from typing import Mapping, Sequence
 
 from mass_core.atomic import atomic_path
 
-__all__ = ["METRICS_FILE", "MetricsLogger"]
+__all__ = ["METRICS_FILE", "MetricsLogger", "VALIDATION_FILE"]
 
 METRICS_FILE = "metrics.csv"
+# Held-out checks (PretextTask.validate), logged less often than the loss.
+VALIDATION_FILE = "validation.csv"
 
 
 class MetricsLogger:
-    """Write ``<out_dir>/metrics.csv``: one row per logged step, columns ``step`` then the values.
+    """Write ``<out_dir>/<file_name>``: one row per logged step, columns ``step`` then the values.
 
     Args:
         out_dir: the run folder.
         history: rows restored from a checkpoint (empty for a fresh run); the
             CSV is rewritten to exactly these before new rows are appended.
+        file_name: :data:`METRICS_FILE` or :data:`VALIDATION_FILE`.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, history: Sequence[Mapping[str, float]] = ()) -> None:
-        self.path = Path(out_dir) / METRICS_FILE
+    def __init__(self, out_dir: str | os.PathLike, history: Sequence[Mapping[str, float]] = (), file_name: str = METRICS_FILE) -> None:
+        self.path = Path(out_dir) / file_name
         self.rows: list[dict[str, float]] = [dict(row) for row in history]
         with atomic_path(self.path) as tmp:
             with open(tmp, "w", newline="") as f:

@@ -15,9 +15,11 @@ import pandas as pd
 
 import torch
 
+from mass_core.evaluate.cases import load_split
 from mass_core.manifest import read_manifest
 from mass_core.models.encoder import EncoderConfig, ResidualEncoder
 from mass_core.pretrain.checkpoint import save_encoder
+from mass_core.pretrain.heldout import HeldOutCheck
 from mass_core.pretrain.mass import MassConfig, MassTask, StoreCase
 from mass_core.pretrain.mim import ImageCase, MimConfig, MimTask
 from mass_core.pretrain.mim_hier import MimHierConfig, MimHierTask
@@ -30,7 +32,22 @@ __all__ = ["PRETEXT_TASKS", "init_scratch", "run_pretraining", "training_cases"]
 PathLike = str | os.PathLike
 
 
-def _mass_task(cases: pd.DataFrame, cfg: Mapping[str, Any]) -> PretextTask:
+def _heldout_checks(config: MassConfig, sources: Sequence[tuple[Path, Path]]) -> list[HeldOutCheck]:
+    """One held-out check per dataset with val cases: its val proposals, and its labeled train/val cases where present."""
+    checks = []
+    for manifest, root in sources:
+        val = load_split(manifest, "val", require_labels=False)
+        if not val:
+            continue
+        rows = read_manifest(manifest, split="val")
+        stores = [StoreCase(row.case_id, row.image, root / row.case_id) for row in rows.itertuples() if (root / row.case_id / LABELS_FILE).is_file()]
+        labeled_val = [c for c in val if c.label is not None]
+        references = [c for c in load_split(manifest, "train", require_labels=False) if c.label is not None] if labeled_val else []
+        checks.append(HeldOutCheck(stores, config.sampler, references, labeled_val, config.heldout, config.sampler.crop_size))
+    return checks
+
+
+def _mass_task(cases: pd.DataFrame, cfg: Mapping[str, Any], sources: Sequence[tuple[Path, Path]]) -> PretextTask:
     # The propose stage skips a case without usable proposals (the reason is
     # in its summary.json and QC picture) and writes no store for it; say in
     # the log which cases MASS trains without, rather than failing on them.
@@ -40,24 +57,26 @@ def _mass_task(cases: pd.DataFrame, cfg: Mapping[str, Any]) -> PretextTask:
         print(f"mass: {len(left_out)} training case(s) have no proposals and are left out: {', '.join(left_out)}", file=sys.stderr)
     if not any(usable):
         raise ValueError("no training case has proposals; see the propose stage's summary.json files")
-    sources = [StoreCase(row.case_id, row.image, row.proposals) for row in cases[usable].itertuples()]
-    return MassTask(sources, MassConfig.from_config(cfg.get("encoder", {}), cfg.get("mass", {})))
+    stores = [StoreCase(row.case_id, row.image, row.proposals) for row in cases[usable].itertuples()]
+    config = MassConfig.from_config(cfg.get("encoder", {}), cfg.get("mass", {}))
+    validate = TrainConfig.from_dict(cfg.get("train", {})).validate_every > 0
+    return MassTask(stores, config, _heldout_checks(config, sources) if validate else [])
 
 
 def _images(cases: pd.DataFrame) -> list[ImageCase]:
     return [ImageCase(row.case_id, Path(row.image)) for row in cases.itertuples()]
 
 
-def _mim_task(cases: pd.DataFrame, cfg: Mapping[str, Any]) -> PretextTask:
+def _mim_task(cases: pd.DataFrame, cfg: Mapping[str, Any], sources: Sequence[tuple[Path, Path]]) -> PretextTask:
     return MimTask(_images(cases), MimConfig.from_config(cfg.get("encoder", {}), cfg.get("mim", {})))
 
 
-def _mim_hier_task(cases: pd.DataFrame, cfg: Mapping[str, Any]) -> PretextTask:
+def _mim_hier_task(cases: pd.DataFrame, cfg: Mapping[str, Any], sources: Sequence[tuple[Path, Path]]) -> PretextTask:
     return MimHierTask(_images(cases), MimHierConfig.from_config(cfg.get("encoder", {}), cfg.get("mim_hier", {})))
 
 
-# method -> factory(training cases, the ``pretrain`` config section) -> task.
-PRETEXT_TASKS: dict[str, Callable[[pd.DataFrame, Mapping[str, Any]], PretextTask]] = {
+# method -> factory(training cases, the ``pretrain`` config section, (manifest, proposals root) per dataset) -> task.
+PRETEXT_TASKS: dict[str, Callable[[pd.DataFrame, Mapping[str, Any], Sequence[tuple[Path, Path]]], PretextTask]] = {
     "mass": _mass_task,
     "mim": _mim_task,
     "mim_hier": _mim_hier_task,
@@ -135,5 +154,6 @@ def run_pretraining(
     if method not in PRETEXT_TASKS:
         raise ValueError(f"method must be one of {sorted(PRETEXT_TASKS)}, got {method!r}")
     train_config = TrainConfig.from_dict(cfg.get("train", {}))
-    task = PRETEXT_TASKS[method](training_cases(manifest_paths, proposals_roots), cfg)
+    sources = list(zip(_as_list(manifest_paths), _as_list(proposals_roots)))
+    task = PRETEXT_TASKS[method](training_cases(manifest_paths, proposals_roots), cfg, sources)
     return train(task, train_config, out_dir)

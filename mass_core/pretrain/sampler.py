@@ -11,7 +11,11 @@ Construction of one task (see ``docs/pretraining.md``):
    anchor (inside the volume when it is large enough); shift it by up to
    ``max_shift`` of the crop size per axis for the query crop, which must
    still contain the anchor. ``max_shift = 0.25`` gives ~2/3 volume overlap
-   on average.
+   on average. With probability ``far_query`` the query crop is instead
+   placed uniformly anywhere in the volume: its targets are still exact
+   (the same proposal ids in the same label maps) and mostly empty, which
+   teaches the model to answer "not here", as it must in every sliding window
+   of an evaluation volume that misses the structure.
 3. Candidates are the proposals (label ``> 0`` of every scale's label map)
    with at least ``min_mask_voxels`` voxels in the reference crop. Draw up to
    ``K - 1`` of them without replacement, each scale equally likely (so that
@@ -121,6 +125,8 @@ class SamplerConfig:
         num_masks: K, masks per task including the all-ones mask (the paper: 13).
         min_mask_voxels: least voxels a proposal needs inside the reference crop.
         max_shift: largest query offset per axis as a fraction of the crop size.
+        far_query: probability that the query crop is placed anywhere in the
+            volume rather than around the anchor.
         full_mask: put the all-ones mask in slot 0, as the paper does.
         max_attempts: anchors tried to find a reference crop with proposals.
         reference_intensity: weak augmentation of the reference image.
@@ -132,6 +138,7 @@ class SamplerConfig:
     num_masks: int = 5
     min_mask_voxels: int = 32
     max_shift: float = 0.25
+    far_query: float = 0.0
     full_mask: bool = True
     max_attempts: int = 8
     reference_intensity: IntensityAugConfig = WEAK_INTENSITY
@@ -146,6 +153,8 @@ class SamplerConfig:
             raise ValueError(f"min_mask_voxels must be >= 1, got {self.min_mask_voxels}")
         if not 0 <= self.max_shift < 1:
             raise ValueError(f"max_shift must be in [0, 1), got {self.max_shift}")
+        if not 0 <= self.far_query <= 1:
+            raise ValueError(f"far_query must be in [0, 1], got {self.far_query}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
 
@@ -175,7 +184,7 @@ class TaskSample:
         mask_ids: ``(K, 2)`` int64 ``(scale, label)``; ``(-1, -1)`` for the
             all-ones mask, ``(-1, 0)`` for padding.
         case_index: index of the case in the sampler's list.
-        anchor: ``(3,)`` int64 voxel shared by both crops, in volume coordinates.
+        anchor: ``(3,)`` int64 voxel in the reference crop (and in the query crop unless it is a far query), in volume coordinates.
         reference_start: ``(3,)`` int64 first voxel of the reference crop (may be
             negative when the volume is smaller than the crop: zero padding).
         query_start: ``(3,)`` int64 first voxel of the query crop.
@@ -316,6 +325,10 @@ class TaskSampler:
         ref_start = rng.integers(lo, hi + 1)
         shift = np.rint(rng.uniform(-self.config.max_shift, self.config.max_shift, size=3) * size).astype(np.int64)
         query_start = np.clip(ref_start + shift, lo, hi)
+        # Drawn on every call, so that the rest of the task's random stream does not depend on far_query.
+        far = rng.random() < self.config.far_query
+        if far:
+            query_start = rng.integers(np.minimum(0, (dims - size) // 2), np.maximum(dims - size, (dims - size) // 2) + 1)
         return anchor.astype(np.int64), ref_start.astype(np.int64), query_start.astype(np.int64)
 
     def _candidates(self, ref_labels: np.ndarray) -> list[tuple[int, int]]:

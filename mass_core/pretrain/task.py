@@ -58,3 +58,11 @@ class PretextTask(abc.ABC):
     @abc.abstractmethod
     def compute_loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         """Scalar losses; key ``"loss"`` is back-propagated, all keys are logged."""
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """Held-out scores of ``model`` (the EMA weights), logged to ``validation.csv``; none by default.
+
+        Called on the main process every ``train.validate_every`` steps; it
+        must not change the model's weights.
+        """
+        return {}

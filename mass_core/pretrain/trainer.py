@@ -11,7 +11,10 @@ Run folder (``out_dir``):
   removed once ``final.pt`` is written;
 - ``final.pt`` (training checkpoint with EMA weights) and ``encoder.pt`` (the
   EMA encoder alone) at the end;
-- ``metrics.csv`` (and ``tensorboard/`` when TensorBoard is installed).
+- ``metrics.csv`` (and ``tensorboard/`` when TensorBoard is installed);
+- ``validation.csv`` when ``validate_every`` is set;
+- ``snapshots/step_<n>.pt`` (training checkpoints) at every step of
+  ``snapshot_steps``, for learning curves over the pretraining budget.
 
 Restarting :func:`train` with the same arguments continues from
 ``latest.pt`` and ends with the same weights as an uninterrupted run; when
@@ -40,13 +43,14 @@ from mass_core.pretrain.checkpoint import TrainingState, load_checkpoint, load_s
 from mass_core.pretrain.data import make_loader
 from mass_core.pretrain.distributed import DistEnv, any_rank, setup_distributed, teardown_distributed
 from mass_core.pretrain.ema import build_ema
-from mass_core.pretrain.metrics import METRICS_FILE, MetricsLogger
+from mass_core.pretrain.metrics import METRICS_FILE, VALIDATION_FILE, MetricsLogger
 from mass_core.pretrain.optim import build_optimizer, build_scheduler
 from mass_core.pretrain.task import PretextTask
 
-__all__ = ["ENCODER_FILE", "EXIT_RESUMABLE", "FINAL_FILE", "LATEST_FILE", "TrainConfig", "TrainResult", "train"]
+__all__ = ["ENCODER_FILE", "EXIT_RESUMABLE", "FINAL_FILE", "LATEST_FILE", "TrainConfig", "TrainResult", "snapshot_path", "train"]
 
 LATEST_FILE = "latest.pt"
+SNAPSHOT_DIR = "snapshots"
 FINAL_FILE = "final.pt"
 ENCODER_FILE = "encoder.pt"
 # sysexits.h EX_TEMPFAIL, "try again later": the run saved latest.pt and wants resubmitting.
@@ -68,6 +72,12 @@ class TrainConfig:
         ema_decay: decay of the EMA weights used for evaluation (the paper: 0.99).
         checkpoint_every: steps between ``latest.pt`` writes.
         log_every: steps between ``metrics.csv`` rows.
+        snapshot_steps: steps after which a copy of the training checkpoint is
+            kept as ``snapshots/step_<n>.pt`` (a learning curve's budgets); the
+            learning-rate schedule is still that of the whole run.
+        validate_every: steps between held-out checks of the EMA weights
+            (:meth:`~mass_core.pretrain.task.PretextTask.validate`, rows in
+            ``validation.csv``, also before the first step); 0 turns them off.
         seed: seeds model initialisation and every sample.
         num_workers: data-loader worker processes (0: load in the main process).
         max_wall_seconds: stop cleanly, leaving ``latest.pt``, before this many
@@ -86,6 +96,8 @@ class TrainConfig:
     ema_decay: float = 0.99
     checkpoint_every: int = 50
     log_every: int = 10
+    validate_every: int = 0
+    snapshot_steps: tuple[int, ...] = ()
     seed: int = 0
     num_workers: int = 0
     max_wall_seconds: float | None = None
@@ -100,8 +112,11 @@ class TrainConfig:
         for name, least in positive.items():
             if getattr(self, name) < least:
                 raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
-        if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0 or self.num_workers < 0 or self.seed < 0:
-            raise ValueError(f"lr and grad_clip must be > 0, weight_decay, num_workers and seed >= 0; got {self}")
+        if self.lr <= 0 or self.grad_clip <= 0 or min(self.weight_decay, self.num_workers, self.seed, self.validate_every) < 0:
+            raise ValueError(f"lr and grad_clip must be > 0, weight_decay, num_workers, seed and validate_every >= 0; got {self}")
+        object.__setattr__(self, "snapshot_steps", tuple(sorted({int(n) for n in self.snapshot_steps})))
+        if any(not 0 < n < self.steps for n in self.snapshot_steps):
+            raise ValueError(f"snapshot_steps must lie in 1..steps-1 ({self.steps - 1}), got {list(self.snapshot_steps)}")
         if self.max_wall_seconds is not None and self.max_wall_seconds <= 0:
             raise ValueError(f"max_wall_seconds must be > 0 or None, got {self.max_wall_seconds}")
 
@@ -195,7 +210,8 @@ class _Parts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
 
-    def state(self, task: PretextTask, config: TrainConfig, step: int, metrics: list[dict[str, float]]) -> TrainingState:
+    def state(self, task: PretextTask, config: TrainConfig, step: int, metrics: list[dict[str, float]],
+              validation: list[dict[str, float]]) -> TrainingState:
         return TrainingState(
             method=task.method,
             model_config=task.model_config(),
@@ -207,6 +223,7 @@ class _Parts:
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             metrics=metrics,
+            validation=validation,
         )
 
     def restore(self, path: Path, task: PretextTask, config: TrainConfig) -> TrainingState:
@@ -221,6 +238,42 @@ class _Parts:
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
         return state
+
+
+@dataclass
+class _Logs:
+    """``metrics.csv`` and ``validation.csv`` of the main process (``None`` elsewhere)."""
+
+    metrics: MetricsLogger | None
+    validation: MetricsLogger | None
+    out_dir: Path | None = None
+
+    @classmethod
+    def open(cls, out_dir: Path, restored: TrainingState | None, is_main: bool) -> _Logs:
+        if not is_main:
+            return cls(None, None)
+        validation = restored.validation if restored else ()
+        return cls(MetricsLogger(out_dir, restored.metrics if restored else ()),
+                   MetricsLogger(out_dir, validation, VALIDATION_FILE) if validation else None, out_dir)
+
+    def histories(self) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+        return (self.metrics.rows if self.metrics else [], self.validation.rows if self.validation else [])
+
+    def validate(self, task: PretextTask, parts: _Parts, env: DistEnv, step: int, started: float) -> None:
+        """Log the task's held-out scores of the EMA weights (main process only; tasks without a check write no file)."""
+        if self.out_dir is None:
+            return
+        scores = task.validate(parts.ema.module, env.device)
+        if not scores:
+            return
+        if self.validation is None:
+            self.validation = MetricsLogger(self.out_dir, (), VALIDATION_FILE)
+        self.validation.log(step, scores | {"wall_s": time.monotonic() - started})
+
+    def close(self) -> None:
+        for logger in (self.metrics, self.validation):
+            if logger is not None:
+                logger.close()
 
 
 def _build(task: PretextTask, config: TrainConfig, device: torch.device) -> _Parts:
@@ -238,10 +291,10 @@ def _build(task: PretextTask, config: TrainConfig, device: torch.device) -> _Par
     )
 
 
-def _finish(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path, metrics: list[dict[str, float]]) -> None:
+def _finish(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path, logs: _Logs) -> None:
     # encoder.pt first: final.pt's existence is what marks the run complete.
     save_encoder(out_dir / ENCODER_FILE, parts.ema.module.encoder, task.method, config.steps)
-    save_checkpoint(out_dir / FINAL_FILE, parts.state(task, config, config.steps, metrics))
+    save_checkpoint(out_dir / FINAL_FILE, parts.state(task, config, config.steps, *logs.histories()))
     (out_dir / LATEST_FILE).unlink(missing_ok=True)
 
 
@@ -268,6 +321,8 @@ def train(task: PretextTask, config: TrainConfig, out_dir: str | Path) -> TrainR
         state = load_checkpoint(out_dir / FINAL_FILE, task.method, task.model_config())
         if not (out_dir / METRICS_FILE).exists():
             MetricsLogger(out_dir, state.metrics).close()
+        if state.validation and not (out_dir / VALIDATION_FILE).exists():
+            MetricsLogger(out_dir, state.validation, VALIDATION_FILE).close()
         return TrainResult(finished=True, step=state.step, out_dir=out_dir)
     env = setup_distributed(config.device)
     try:
@@ -286,14 +341,15 @@ def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, st
         network = DistributedDataParallel(parts.model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     use_bf16 = config.bf16 and env.device.type == "cuda"
     loader = make_loader(task, config.seed, start, config.steps, config.batch_size, config.num_workers, env.rank, env.world_size, pin_memory=env.device.type == "cuda")
-    logger = MetricsLogger(out_dir, restored.metrics if restored else ()) if env.is_main else None
-    history = logger.rows if logger is not None else []
+    logs = _Logs.open(out_dir, restored, env.is_main)
     tty = sys.stderr.isatty()
     progress = tqdm(total=config.steps, initial=start, disable=not env.is_main, mininterval=1 if tty else 60, desc=f"pretrain {task.method}", file=sys.stderr)
 
     step, saved_at = start, start
     step_seconds = save_seconds = 0.0
     window = _Window(global_batch=config.batch_size * env.world_size)
+    if start == 0 and config.validate_every:
+        logs.validate(task, parts, env, 0, started)
     with _StopRequests() as stop, progress:
         tick = time.monotonic()
         for raw in loader:
@@ -319,35 +375,43 @@ def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, st
             step_seconds = now - tick if step_seconds == 0 else 0.9 * step_seconds + 0.1 * (now - tick)
             if step % config.log_every == 0 or step == config.steps:
                 row = window.flush(now) | {"lr": lr, "wall_s": now - started}
-                if logger is not None:
-                    logger.log(step, row)
+                if logs.metrics is not None:
+                    logs.metrics.log(step, row)
                 progress.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.2f}", refresh=False)
             progress.update(1)
+            if config.validate_every and (step % config.validate_every == 0 or step == config.steps):
+                logs.validate(task, parts, env, step, started)
             if step == config.steps:
                 break
 
+            if step in config.snapshot_steps and env.is_main:
+                save_checkpoint(snapshot_path(out_dir, step), parts.state(task, config, step, *logs.histories()))
             if step % config.checkpoint_every == 0:
-                save_seconds = _save_latest(parts, task, config, out_dir, step, env, history)
+                save_seconds = _save_latest(parts, task, config, out_dir, step, env, logs)
                 saved_at = step
             # Stop while a step and a checkpoint (twice, for safety) still fit in the budget.
             over_budget = config.max_wall_seconds is not None and time.monotonic() - started + 2 * (step_seconds + save_seconds) > config.max_wall_seconds
             if any_rank(stop.requested or over_budget, env):
                 if saved_at != step:
-                    _save_latest(parts, task, config, out_dir, step, env, history)
+                    _save_latest(parts, task, config, out_dir, step, env, logs)
                 break
             tick = time.monotonic()
 
-    if logger is not None:
-        logger.close()
+    logs.close()
     finished = step == config.steps
     if finished and env.is_main:
-        _finish(parts, task, config, out_dir, history)
+        _finish(parts, task, config, out_dir, logs)
     return TrainResult(finished=finished, step=step, out_dir=out_dir)
 
 
-def _save_latest(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path, step: int, env: DistEnv, metrics: list[dict[str, float]]) -> float:
+def snapshot_path(out_dir: str | Path, step: int) -> Path:
+    """Where the snapshot after ``step`` steps lives (``snapshots/step_<n>.pt``)."""
+    return Path(out_dir) / SNAPSHOT_DIR / f"step_{int(step)}.pt"
+
+
+def _save_latest(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path, step: int, env: DistEnv, logs: _Logs) -> float:
     """Write ``latest.pt`` on rank 0; returns the seconds it took (for the wall-clock budget)."""
     began = time.monotonic()
     if env.is_main:
-        save_checkpoint(out_dir / LATEST_FILE, parts.state(task, config, step, metrics))
+        save_checkpoint(out_dir / LATEST_FILE, parts.state(task, config, step, *logs.histories()))
     return time.monotonic() - began

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from mass_core.evaluate.finetune import FinetuneParams, learning_rate_factor, run_finetune
+from mass_core.evaluate.subsets import Budget
 from mass_core.models.encoder import ResidualEncoder
 from mass_core.pretrain.checkpoint import save_encoder
 
@@ -44,10 +45,14 @@ def test_finetune_on_three_tiny_cases_writes_metrics(tmp_path, pretrained):
     if pretrained:
         weights = tmp_path / "encoder.pt"
         save_encoder(weights, ResidualEncoder(TINY_ENCODER), "mim", step=1)
-    summary = run_finetune(manifest, tmp_path / "out", dataset="tiny", method="mim" if pretrained else "scratch", fraction=0.5,
-                           seed=0, subset_seed=0, encoder_weights=weights, encoder_config=TINY_ENCODER, params=PARAMS, threads=1)
+    summary = run_finetune(manifest, tmp_path / "out", dataset="tiny", method="mim" if pretrained else "scratch",
+                           budget=Budget("fraction", 0.5), seed=0, subset_seed=0, encoder_weights=weights,
+                           encoder_config=TINY_ENCODER, params=PARAMS, threads=1)
     metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     assert list(metrics["case_id"]) == ["case_03", "case_03"] and list(metrics["class_id"]) == [1, 2]
+    # Half of two train cases: one labeled case, a realised share of 0.5.
+    assert set(zip(metrics["budget"], metrics["label_cases"], metrics["fraction"])) == {("fraction_0.5", 1, 0.5)}
+    assert (summary["budget"], summary["label_cases"], summary["fraction"]) == ("fraction_0.5", 1, 0.5)
     assert metrics["dice"].between(0, 1).all() and (metrics["hd95_mm"] >= 0).all()
     stored = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert stored["train_cases"] == summary["train_cases"] and len(stored["train_cases"]) == 1
@@ -55,3 +60,10 @@ def test_finetune_on_three_tiny_cases_writes_metrics(tmp_path, pretrained):
     assert stored["test_cases"] == ["case_03"] and "case_03" not in stored["train_cases"] + stored["val_cases"]
     with np.load(tmp_path / "out" / "predictions.npz") as predictions:
         assert predictions["case_03"].shape == (24, 24, 20)
+
+
+def test_finetune_rejects_more_cases_than_the_train_split(tmp_path):
+    manifest = write_dataset(tmp_path / "data", {"train": [0, 1], "val": [2], "test": [3]})
+    with pytest.raises(ValueError, match="cases_3: 3 cases asked for, but the train split has 2"):
+        run_finetune(manifest, tmp_path / "out", dataset="tiny", method="scratch", budget=Budget("cases", 3), seed=0,
+                     subset_seed=0, encoder_weights=None, encoder_config=TINY_ENCODER, params=PARAMS, threads=1)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,11 +13,11 @@ torch.set_num_threads(1)
 CONFIG = InContextConfig(EncoderConfig(channels=(4, 8, 8)), token_scales=2, learned_tokens=2, heads=2)
 
 
-@pytest.fixture(scope="module")
-def model() -> InContextSegmenter:
+@pytest.fixture(scope="module", params=[False, True], ids=["tokens", "prototypes"])
+def model(request) -> InContextSegmenter:
     torch.manual_seed(0)
     # float64 so that "independent" can be asserted to ~1e-12, not float32 kernel noise.
-    return InContextSegmenter(CONFIG).double().eval()
+    return InContextSegmenter(dataclasses.replace(CONFIG, prototypes=request.param)).double().eval()
 
 
 def _inputs(b=2, k=3, size=(16, 16, 16), seed=0):
@@ -80,6 +82,12 @@ def test_token_ensembling(model):
     other = model.encode_task(reference.flip(3), masks.flip(3))
     mean = TaskTokens.mean([task, other])
     assert all(torch.allclose(m, (a + b) / 2) for m, a, b in zip(mean.tokens, task.tokens, other.tokens))
+    if model.config.prototypes:
+        assert torch.allclose(mean.prototypes, (task.prototypes + other.prototypes) / 2)
+    # Joining tasks along K and picking masks back out gives the same predictions.
+    joined = TaskTokens.concat([task, other])
+    assert joined.num_masks == 2 * task.num_masks
+    assert torch.allclose(model.segment(query, joined.select(range(task.num_masks, 2 * task.num_masks))), model.segment(query, other))
     with pytest.raises(ValueError, match="same"):
         TaskTokens.mean([task, model.encode_task(reference, masks[:, :1])])
 

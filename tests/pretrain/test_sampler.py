@@ -6,6 +6,7 @@ import pytest
 
 from mass_core.pretrain.augment import IntensityAugConfig, SpatialAugConfig
 from mass_core.pretrain.sampler import CaseArrays, NpyCase, SamplerConfig, TaskSampler, read_crop
+from mass_core.pretrain.synthetic import synthetic_case
 
 PLAIN = SamplerConfig(
     crop_size=16,
@@ -137,3 +138,24 @@ def test_config_from_plain_values():
     assert config.crop_size == (16, 16, 32) and config.query_spatial.rotation_deg == 10
     with pytest.raises(ValueError, match="unknown"):
         SamplerConfig.from_dict({"crops": 3})
+
+
+def test_far_queries_are_placed_anywhere_with_exact_targets():
+    # A volume much larger than the crop, so that a query placed anywhere often misses the reference's structures.
+    cases = [synthetic_case(seed, (48, 48, 48), n_objects=12, case_id=f"c{seed}") for seed in range(2)]
+    near, far = TaskSampler(cases, PLAIN), TaskSampler(cases, SamplerConfig(**{**PLAIN.__dict__, "far_query": 1.0}))
+    outside, present = {"near": 0, "far": 0}, {"near": [], "far": []}
+    for index in range(60):
+        for name, sampler in (("near", near), ("far", far)):
+            task = sampler.sample(0, 1, index)
+            case = cases[task.case_index]
+            assert np.all(task.query_start >= 0) and np.all(task.query_start + 16 <= 48)
+            outside[name] += not np.all((task.query_start <= task.anchor) & (task.anchor < task.query_start + 16))
+            for k in np.flatnonzero(task.valid[1:]) + 1:
+                scale, label = task.mask_ids[k]
+                # Targets are the same proposal in the query crop, wherever it lies.
+                np.testing.assert_array_equal(task.query_masks[k], case.proposals[scale][_box(task.query_start)] == label)
+                present[name].append(task.query_masks[k].any())
+    assert outside["near"] == 0 and outside["far"] > 10
+    # Far queries miss the reference's structures more often: tasks whose answer is "not here".
+    assert np.mean(present["far"]) < np.mean(present["near"]) - 0.1

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
+from mass_core.pretrain.curves import plot_training_curves, training_curves_figure
 from mass_core.pretrain.data import StepSampler
 from mass_core.pretrain.mass import MassTask
-from mass_core.pretrain.trainer import EXIT_RESUMABLE, TrainConfig, train
+from mass_core.pretrain.trainer import EXIT_RESUMABLE, TrainConfig, snapshot_path, train
 
 SHORT = TrainConfig(steps=6, batch_size=2, lr=5e-3, checkpoint_every=2, log_every=2)
 
@@ -120,3 +121,68 @@ def test_loader_workers_do_not_change_the_result(tmp_path, tiny_cases, tiny_mass
     train(task, short, tmp_path / "main")
     train(task, TrainConfig(**{**short.__dict__, "num_workers": 2}), tmp_path / "workers")
     _assert_same(_weights(tmp_path / "main" / "final.pt"), _weights(tmp_path / "workers" / "final.pt"))
+
+
+class _CountingTask(MassTask):
+    """MASS with a held-out "score" that reveals which weights it was given."""
+
+    def validate(self, model, device):
+        return {"val_weight_sum": float(sum(p.detach().sum() for p in model.parameters()))}
+
+
+def test_validation_rows_and_snapshots_survive_a_resume(tmp_path, tiny_cases, tiny_mass_config):
+    config = TrainConfig(steps=6, batch_size=2, lr=5e-3, checkpoint_every=2, log_every=2, validate_every=2, snapshot_steps=(2, 4))
+    stopped = TrainConfig(**{**config.__dict__, "max_wall_seconds": 1e-3})
+    assert not train(_CountingTask(tiny_cases, tiny_mass_config), stopped, tmp_path / "resumed").finished
+    train(_CountingTask(tiny_cases, tiny_mass_config), config, tmp_path / "resumed")
+    train(_CountingTask(tiny_cases, tiny_mass_config), config, tmp_path / "straight")
+    rows = {name: pd.read_csv(tmp_path / name / "validation.csv") for name in ("resumed", "straight")}
+    # Step 0 (before training), then every 2 steps; the EMA weights move, so the score does.
+    assert rows["straight"]["step"].tolist() == [0, 2, 4, 6]
+    assert rows["straight"]["val_weight_sum"].nunique() == 4
+    pd.testing.assert_series_equal(rows["resumed"]["val_weight_sum"], rows["straight"]["val_weight_sum"])
+    assert [row["step"] for row in torch.load(tmp_path / "straight" / "final.pt", weights_only=True)["validation"]] == [0, 2, 4, 6]
+    for step in (2, 4):
+        snapshot = torch.load(snapshot_path(tmp_path / "straight", step), weights_only=True)
+        assert snapshot["step"] == step and snapshot["method"] == "mass"
+    _assert_same(_weights(snapshot_path(tmp_path / "straight", 4)), _weights(snapshot_path(tmp_path / "resumed", 4)))
+    # The checks and snapshots leave training alone: the same weights as a run without them.
+    plain = TrainConfig(steps=6, batch_size=2, lr=5e-3, checkpoint_every=2, log_every=2)
+    train(_CountingTask(tiny_cases, tiny_mass_config), plain, tmp_path / "plain")
+    _assert_same(_weights(tmp_path / "plain" / "final.pt"), _weights(tmp_path / "straight" / "final.pt"))
+
+
+def test_snapshot_steps_must_lie_inside_the_run():
+    with pytest.raises(ValueError, match="snapshot_steps"):
+        TrainConfig(steps=6, snapshot_steps=(6,))
+
+
+class _ImprovingTask(MassTask):
+    """Reports a held-out Dice that rises by 0.1 per check."""
+
+    calls = 0
+
+    def validate(self, model, device):
+        self.calls += 1
+        return {"val_incontext_dice": 0.1 * self.calls}
+
+
+def test_training_curves_show_the_held_out_check(tmp_path, tiny_cases, tiny_mass_config):
+    config = TrainConfig(steps=4, batch_size=2, lr=5e-3, checkpoint_every=2, log_every=2, validate_every=2)
+    train(_ImprovingTask(tiny_cases, tiny_mass_config), config, tmp_path / "with")
+    train(MassTask(tiny_cases, tiny_mass_config), TrainConfig(steps=4, batch_size=2, checkpoint_every=2, log_every=2), tmp_path / "without")
+    assert len(training_curves_figure(tmp_path / "without", "mass").axes) == 1
+    loss, check = training_curves_figure(tmp_path / "with", "mass").axes
+    metrics, validation = pd.read_csv(tmp_path / "with" / "metrics.csv"), pd.read_csv(tmp_path / "with" / "validation.csv")
+    plotted = {line.get_label(): line for line in loss.lines}
+    assert list(plotted["loss"].get_ydata()) == metrics["loss"].tolist()
+    assert list(check.lines[0].get_xdata()) == [0, 2, 4]
+    assert check.lines[0].get_ydata() == pytest.approx([10.0, 20.0, 30.0])
+    plot_training_curves(tmp_path / "with", tmp_path / "curves.png", "mass")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_a_task_without_a_check_writes_no_validation_file(tmp_path, tiny_cases, tiny_mass_config):
+    config = TrainConfig(steps=4, batch_size=2, checkpoint_every=2, log_every=2, validate_every=2)
+    train(MassTask(tiny_cases, tiny_mass_config), config, tmp_path)
+    assert not (tmp_path / "validation.csv").exists()

@@ -15,7 +15,7 @@ rule aggregate:
         },
         **{f"{name}_provenance": str(provenance_path(f"{TABLES_DIR}/{name}.parquet")) for name in TABLES},
     params:
-        methods=METHODS,
+        methods=TABLE_METHODS,
         class_names={name: class_names(DATASETS[name]) for name in EVAL_DATASETS},
         # Recorded in the tables' provenance (hashes), not inputs: the metrics already depend on them.
         checkpoints=[f"{RESULTS}/pretrain/{method}/encoder.pt" for method in METHODS],
@@ -44,7 +44,7 @@ rule plots:
             category="Evaluation",
         ),
     params:
-        methods=METHODS,
+        methods=TABLE_METHODS,
         examples=example_specs(),
         novel_classes=EVALUATION["novel_classes"],
     log:
@@ -53,3 +53,24 @@ rule plots:
         ENV
     script:
         "../scripts/plots.py"
+
+
+rule learning_curve:
+    input:
+        fewshot=[p for paths in curve_runs()[0].values() for p in paths],
+        finetune=[p for paths in curve_runs()[1].values() for p in paths],
+    output:
+        table=f"{TABLES_DIR}/learning_curve.parquet",
+        csv=f"{TABLES_DIR}/learning_curve.csv",
+        markdown=f"{TABLES_DIR}/learning_curve.md",
+        provenance=str(provenance_path(f"{TABLES_DIR}/learning_curve.parquet")),
+        plot=report(f"{PLOTS_DIR}/learning_curve.png", caption="../report/learning_curve.rst", category="Evaluation"),
+    params:
+        runs=curve_runs(),
+        label_count=CURVE["label_count"],
+    log:
+        "logs/learning_curve.log",
+    conda:
+        ENV
+    script:
+        "../scripts/learning_curve.py"

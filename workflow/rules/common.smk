@@ -5,7 +5,8 @@ from snakemake.utils import validate
 
 from mass_core.datasets import class_names, list_cases
 from mass_core.evaluate.aggregate import TABLES
-from mass_core.evaluate.subsets import finetune_seeds
+from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
+from mass_core.pretrain.trainer import snapshot_path
 from mass_core.provenance import provenance_path
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -108,11 +109,14 @@ def pretrain_outputs():
     outputs = [f"{RESULTS}/pretrain/{method}/encoder.pt" for method in METHODS]
     outputs += [f"{RESULTS}/pretrain/{method}/final.pt" for method in TRAINED_METHODS]
     outputs += [f"{RESULTS}/pretrain/{method}/reconstruction.png" for method in TRAINED_METHODS if method in ("mim", "mim_hier")]
+    outputs += [f"{RESULTS}/pretrain/{method}/training_curves.png" for method in TRAINED_METHODS]
     return outputs
 
 
 EVALUATION = config["evaluation"]
-FINETUNE_SEEDS = finetune_seeds(EVALUATION["label_fractions"], EVALUATION["seeds"], EVALUATION["seeds_by_fraction"])
+# Label budgets in their sort order: case counts ascending, then fractions ascending.
+BUDGETS = study_budgets(EVALUATION["label_fractions"], EVALUATION["label_counts"])
+FINETUNE_SEEDS = finetune_seeds(BUDGETS, EVALUATION["seeds"], EVALUATION["seeds_by_fraction"], EVALUATION["seeds_by_count"])
 
 EVALUATION_DIR = f"{RESULTS}/evaluation"
 TABLES_DIR = f"{RESULTS}/tables"
@@ -123,9 +127,21 @@ EVAL_DATASETS = EVALUATION["datasets"] or list(DATASETS)
 INCONTEXT_METHODS = [m for m in METHODS if m == "mass"]
 
 
-def fraction_label(fraction):
-    """Label fraction as it appears in paths: 0.1 -> "0.1", 1.0 -> "1"."""
-    return f"{float(fraction):g}"
+# Finetuned rows: every method; MASS as MASS-FT (the whole in-context model, row "mass") and/or
+# encoder-only like the baselines (row "mass_encoder"), as evaluation.mass_finetune says.
+MASS_ENCODER = "mass_encoder"
+FINETUNE_METHODS = [
+    row
+    for m in METHODS
+    for row in (
+        [r for v, r in (("whole", "mass"), ("encoder", MASS_ENCODER)) if v in EVALUATION["mass_finetune"]]
+        if m == "mass"
+        else [m]
+    )
+]
+
+# Row order of the tables and plots.
+TABLE_METHODS = list(dict.fromkeys(METHODS + FINETUNE_METHODS))
 
 
 def pretrained_encoder(wildcards):
@@ -133,17 +149,26 @@ def pretrained_encoder(wildcards):
     return f"{RESULTS}/pretrain/{wildcards.method}/encoder.pt"
 
 
-def finetune_run(dataset, method, fraction, seed):
-    return f"{EVALUATION_DIR}/{dataset}/finetune/{method}/fraction_{fraction_label(fraction)}/seed_{seed}"
+def finetune_start(wildcards):
+    """What a finetuning run starts from: MASS-FT the whole MASS checkpoint, every other row an encoder."""
+    if wildcards.method == "mass":
+        return f"{RESULTS}/pretrain/mass/final.pt"
+    if wildcards.method == MASS_ENCODER:
+        return f"{RESULTS}/pretrain/mass/encoder.pt"
+    return pretrained_encoder(wildcards)
+
+
+def finetune_run(dataset, method, budget, seed):
+    return f"{EVALUATION_DIR}/{dataset}/finetune/{method}/{budget.token}/seed_{seed}"
 
 
 def finetune_metrics():
     return [
-        f"{finetune_run(d, m, f, s)}/metrics.parquet"
+        f"{finetune_run(d, m, b, s)}/metrics.parquet"
         for d in EVAL_DATASETS
-        for m in METHODS
-        for f in EVALUATION["label_fractions"]
-        for s in FINETUNE_SEEDS[float(f)]
+        for m in FINETUNE_METHODS
+        for b in BUDGETS
+        for s in FINETUNE_SEEDS[b]
     ]
 
 
@@ -167,14 +192,17 @@ def probe_metrics():
 
 
 def example_specs():
-    """Per dataset: the test predictions of every method at the smallest label fraction and first seed."""
-    fraction = min(EVALUATION["label_fractions"])
-    seed = FINETUNE_SEEDS[float(fraction)][0]
+    """Per dataset: the test predictions of every method at the smallest budget and its first seed.
+
+    The smallest budget is the smallest case count if there is one, else the smallest fraction.
+    """
+    budget = BUDGETS[0]
+    seed = FINETUNE_SEEDS[budget][0]
     return {
         d: {
             "manifest": f"{RESULTS}/{d}/manifest.parquet",
-            "predictions": {m: f"{finetune_run(d, m, fraction, seed)}/predictions.npz" for m in METHODS},
-            "title": f"finetuned on {float(fraction) * 100:g}% of the labels, seed {seed}",
+            "predictions": {m: f"{finetune_run(d, m, budget, seed)}/predictions.npz" for m in FINETUNE_METHODS},
+            "title": f"finetuned, labels: {budget.label}, seed {seed}",
             "out": f"{PLOTS_DIR}/examples_{d}.png",
         }
         for d in EVAL_DATASETS
@@ -186,6 +214,48 @@ def example_inputs():
     return [s["manifest"] for s in specs] + [p for s in specs for p in s["predictions"].values()]
 
 
+# MASS's learning curve: its snapshots and its final checkpoint, evaluated alike.
+CURVE = EVALUATION["learning_curve"]
+PRETRAIN_STEPS = config["pretrain"]["train"]["steps"]
+SNAPSHOT_STEPS = sorted(config["pretrain"]["train"]["snapshot_steps"])
+CURVE_STEPS = [*SNAPSHOT_STEPS, PRETRAIN_STEPS] if SNAPSHOT_STEPS and "mass" in METHODS else []
+CURVE_BUDGET = f"cases_{CURVE['label_count']}"
+
+
+def curve_checkpoint(wildcards):
+    """The MASS training checkpoint after `step` steps: a snapshot, or final.pt at the last step."""
+    step = int(wildcards.step)
+    if step == PRETRAIN_STEPS:
+        return f"{RESULTS}/pretrain/mass/final.pt"
+    return str(snapshot_path(f"{RESULTS}/pretrain/mass", step))
+
+
+def _curve_fewshot(dataset, step, seed):
+    # The final model's run is the main few-shot run when the study has it.
+    if step == PRETRAIN_STEPS and CURVE["k"] in EVALUATION["fewshot_k"] and seed in EVALUATION["seeds"]:
+        return f"{EVALUATION_DIR}/{dataset}/fewshot/mass/k_{CURVE['k']}/seed_{seed}/metrics.parquet"
+    return f"{EVALUATION_DIR}/{dataset}/curve/step_{step}/fewshot/mass/k_{CURVE['k']}/seed_{seed}/metrics.parquet"
+
+
+def _curve_finetune(dataset, step, seed):
+    # Likewise the final model's MASS-FT run at the curve's budget.
+    budget = Budget.parse(CURVE_BUDGET)
+    if step == PRETRAIN_STEPS and "mass" in FINETUNE_METHODS and seed in FINETUNE_SEEDS.get(budget, []):
+        return f"{finetune_run(dataset, 'mass', budget, seed)}/metrics.parquet"
+    return f"{EVALUATION_DIR}/{dataset}/curve/step_{step}/finetune/mass/{CURVE_BUDGET}/seed_{seed}/metrics.parquet"
+
+
+def curve_runs():
+    """Per pretraining step, the metrics files of its in-context and its MASS-FT runs."""
+    fewshot = {step: [_curve_fewshot(d, step, s) for d in EVAL_DATASETS for s in CURVE["seeds"]] for step in CURVE_STEPS}
+    finetune = {step: [_curve_finetune(d, step, s) for d in EVAL_DATASETS for s in CURVE["seeds"]] for step in CURVE_STEPS}
+    return fewshot, finetune
+
+
+def curve_targets():
+    return [f"{TABLES_DIR}/learning_curve.{ext}" for ext in ("parquet", "csv", "md")] + [f"{PLOTS_DIR}/learning_curve.png"] if CURVE_STEPS else []
+
+
 def evaluation_outputs_dirs():
     return [EVALUATION_DIR, TABLES_DIR, PLOTS_DIR]
 
@@ -193,7 +263,7 @@ def evaluation_outputs_dirs():
 def evaluation_targets():
     tables = [f"{TABLES_DIR}/{name}.{ext}" for name in TABLES for ext in ("parquet", "csv", "md")]
     plots = [f"{PLOTS_DIR}/label_efficiency.png", f"{PLOTS_DIR}/fewshot_dice.png"]
-    return tables + plots + [f"{PLOTS_DIR}/examples_{d}.png" for d in EVAL_DATASETS]
+    return tables + plots + [f"{PLOTS_DIR}/examples_{d}.png" for d in EVAL_DATASETS] + curve_targets()
 
 
 def all_targets():

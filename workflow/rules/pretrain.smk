@@ -72,3 +72,24 @@ rule reconstruction_figure:
         ENV
     script:
         "../scripts/reconstruction_figure.py"
+
+
+rule training_curves:
+    input:
+        final=f"{RESULTS}/pretrain/{{method}}/final.pt",
+        metrics=f"{RESULTS}/pretrain/{{method}}/metrics.csv",
+    output:
+        report(
+            f"{RESULTS}/pretrain/{{method}}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Pretraining",
+            subcategory="{method}",
+        ),
+    wildcard_constraints:
+        method="mass|mim|mim_hier",
+    log:
+        "logs/pretrain/{method}_curves.log",
+    conda:
+        ENV
+    script:
+        "../scripts/training_curves.py"

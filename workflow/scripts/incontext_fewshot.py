@@ -7,7 +7,7 @@ from mass_core.evaluate.fewshot import FewshotParams, run_fewshot
 
 run_fewshot(
     snakemake.input.manifest,
-    snakemake.input.checkpoint,
+    snakemake.params.checkpoint,
     Path(snakemake.output.metrics).parent,
     dataset=snakemake.wildcards.dataset,
     method=snakemake.wildcards.method,
