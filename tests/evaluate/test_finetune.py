@@ -11,7 +11,7 @@ from mass_core.evaluate.subsets import Budget
 from mass_core.models.encoder import ResidualEncoder
 from mass_core.pretrain.checkpoint import save_encoder
 
-from .conftest import TINY_ENCODER, write_dataset
+from .conftest import TINY_ENCODER, save_mass_checkpoint, write_dataset
 
 PARAMS = FinetuneParams(steps=4, crop=(16, 16, 16), batch=2, val_every=2, roi=(16, 16, 16), device="cpu")
 
@@ -67,3 +67,18 @@ def test_finetune_rejects_more_cases_than_the_train_split(tmp_path):
     with pytest.raises(ValueError, match="cases_3: 3 cases asked for, but the train split has 2"):
         run_finetune(manifest, tmp_path / "out", dataset="tiny", method="scratch", budget=Budget("cases", 3), seed=0,
                      subset_seed=0, encoder_weights=None, encoder_config=TINY_ENCODER, params=PARAMS, threads=1)
+
+
+@pytest.mark.slow
+def test_mass_ft_finetunes_the_incontext_model_from_its_checkpoint(tmp_path):
+    manifest = write_dataset(tmp_path / "data", {"train": [3, 1], "val": [2], "test": [5]})
+    checkpoint = save_mass_checkpoint(tmp_path / "final.pt")
+    summary = run_finetune(manifest, tmp_path / "out", dataset="tiny", method="mass", budget=Budget("cases", 1), seed=0,
+                           subset_seed=0, encoder_weights=checkpoint, encoder_config=TINY_ENCODER, params=PARAMS, threads=1,
+                           whole_model=True)
+    assert summary["network"].startswith("in-context model with class priors")
+    metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    assert list(metrics["class_id"]) == [1, 2] and metrics["dice"].between(0, 1).all()
+    with pytest.raises(ValueError, match="MASS training checkpoint"):
+        run_finetune(manifest, tmp_path / "other", dataset="tiny", method="mass", budget=Budget("cases", 1), seed=0, subset_seed=0,
+                     encoder_weights=None, encoder_config=TINY_ENCODER, params=PARAMS, threads=1, whole_model=True)
