@@ -47,12 +47,12 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def test_literal_profile_command_resolves_and_groups_cases(workdir):
-    # The default config: 24 phantom cases, 8 per group job (profiles/slurm group-components).
+    # The default config: 64 phantom cases, 8 per group job (profiles/slurm group-components).
     grouped = planned_submissions(workdir)
-    assert grouped["group cases"] == 3 and grouped["standardize"] == 0
+    assert grouped["group cases"] == 8 and grouped["standardize"] == 0
     (workdir / "nogroup.yaml").write_text("cluster: {group_cases: false}\n")
     ungrouped = planned_submissions(workdir, "--configfile", "nogroup.yaml")
-    assert ungrouped["group cases"] == 0 and ungrouped["standardize"] == 24
+    assert ungrouped["group cases"] == 0 and ungrouped["standardize"] == 64
 
 
 def test_profile_requires_an_explicit_account(workdir):

@@ -229,6 +229,9 @@ def aggregate(
     seg = _read(finetune_metrics, ["budget", "label_cases", "fraction", *case_columns])
     _check_budget_sizes(seg)
     few_all = _read(fewshot_metrics, ["k", "references", *case_columns])
+    if "references" not in few_all:
+        # Runs from before the reference-swap control scored own references only.
+        few_all = few_all.assign(references="own")
     few = few_all[few_all["references"] == "own"]
     probe = _read(probe_metrics, ["dataset", "method", "seed", "pooling", "auroc", "accuracy", "balanced_accuracy"])
     # label_cases and fraction follow from (dataset, budget); as keys they stay in the tables for plotting.
