@@ -56,7 +56,7 @@ def planned_jobs(*extra_configs: str) -> dict[str, int]:
 
 def test_seeds_by_fraction_repeat_only_the_named_fraction(tmp_path):
     override = tmp_path / "seeds.yaml"
-    override.write_text(yaml.safe_dump({"evaluation": {"label_fractions": [0.5, 1.0], "seeds": [0], "seeds_by_fraction": {0.5: [0, 1, 2]}}}))
+    override.write_text(yaml.safe_dump({"evaluation": {"label_fractions": [0.5, 1.0], "label_counts": [], "seeds": [0], "seeds_by_fraction": {0.5: [0, 1, 2]}}}))
     out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override)).stdout
     runs = set(re.findall(r"finetune/([^,\s]+)/metrics\.parquet", out))
     assert {r for r in runs if r.startswith("scratch/")} == {"scratch/fraction_0.5/seed_0", "scratch/fraction_0.5/seed_1",
