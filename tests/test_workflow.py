@@ -107,7 +107,9 @@ def test_tiny_config_runs_every_stage_and_caches(tmp_path):
     planned = planned_jobs(str(override))
     assert planned["propose"] == 6 and planned["proposal_recall"] == 1 and planned["pretrain"] == 1
     assert not {"standardize", "manifest", "generate_phantom", "init_scratch", "reconstruction_figure"} & set(planned)
-    assert planned["finetune_seg"] == 2 and planned["linear_probe"] == 1  # mass only, at 2 label fractions
+    # MASS-FT and MASS's encoder at 2 label budgets; MASS's learning curve (one snapshot; the last point reuses the main runs).
+    assert planned["finetune_seg"] == 4 and planned["linear_probe"] == 1
+    assert planned["curve_finetune"] == 1 and planned["curve_fewshot"] == 1 and planned["learning_curve"] == 1
 
 
 def _body(seed: int) -> np.ndarray:
