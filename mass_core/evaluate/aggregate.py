@@ -42,7 +42,7 @@ from mass_core.atomic import write_text, write_with
 from mass_core.evaluate.statistics import paired_bootstrap
 from mass_core.evaluate.subsets import Budget
 
-__all__ = ["TABLES", "aggregate", "format_cell", "format_difference", "markdown_table", "seed_statistics"]
+__all__ = ["TABLES", "aggregate", "format_cell", "format_difference", "markdown_table", "protocol_dice", "seed_statistics"]
 
 TABLES = ("segmentation_dice", "segmentation_hd95", "segmentation_per_class", "segmentation_vs_scratch", "fewshot_dice", "fewshot_swap",
           "fewshot_per_class", "classification_auc")
@@ -327,6 +327,17 @@ _SWAP_NOTE = (
 )
 
 
+def protocol_dice(cases: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Dice of per-case rows the protocol's way: over the cases containing a class, then over classes, then over seeds.
+
+    Args:
+        cases: one row per (``keys``, seed, case, class) with ``dice`` (NaN for an absent class).
+        keys: the grouping of the result (without ``seed``).
+    """
+    per_class = cases.groupby([*keys, "seed", "class_id"], sort=True)["dice"].mean()
+    return per_class.groupby([*keys, "seed"]).mean().groupby(list(keys)).mean()
+
+
 def _reference_swap(cases: pd.DataFrame) -> pd.DataFrame:
     """Own and swapped-reference Dice per (dataset, method, k) and their paired gap with its interval."""
     keys = ["dataset", "method", "k"]
@@ -336,8 +347,7 @@ def _reference_swap(cases: pd.DataFrame) -> pd.DataFrame:
     case_dice = cases.groupby([*keys, "references", "seed", "case_id"], sort=True)["dice"].mean().unstack("references").reset_index()
     gaps = paired_bootstrap(case_dice, keys, ("own", "swapped"), n_resamples=_RESAMPLES)
     # Table Dice the protocol's way: per class over cases, then over classes, then over seeds.
-    per_class = cases.groupby([*keys, "references", "seed", "class_id"], sort=True)["dice"].mean()
-    means = per_class.groupby([*keys, "references", "seed"]).mean().groupby([*keys, "references"]).mean().unstack("references")
+    means = protocol_dice(cases, [*keys, "references"]).unstack("references")
     means = means.rename(columns={"own": "dice_own", "swapped": "dice_swapped"}).reset_index()
     table = means.merge(gaps, on=keys).rename(columns={"n_clusters": "n_seeds", "n_units": "n_cases"})
     return table[columns]

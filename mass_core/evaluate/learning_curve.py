@@ -29,17 +29,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mass_core.atomic import write_text, write_with
+from mass_core.evaluate.aggregate import protocol_dice
 
 __all__ = ["learning_curve", "learning_curve_table", "plot_learning_curve"]
 
 _COLUMNS = ["dataset", "step", "incontext_dice", "swapped_dice", "swap_gap", "finetune_dice_mean", "finetune_dice_std", "n_seeds"]
 _DPI = 100
-
-
-def _protocol_dice(cases: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
-    """Dice over the cases containing a class, then over classes (then over seeds, when ``keys`` hold no seed)."""
-    per_class = cases.groupby([*keys, "seed", "class_id"])["dice"].mean()
-    return per_class.groupby([*keys, "seed"]).mean().groupby(list(keys)).mean()
 
 
 def learning_curve_table(fewshot: Mapping[int, Sequence[str | os.PathLike]], finetune: Mapping[int, Sequence[str | os.PathLike]]) -> pd.DataFrame:
@@ -54,7 +49,7 @@ def learning_curve_table(fewshot: Mapping[int, Sequence[str | os.PathLike]], fin
         few = pd.concat([pd.read_parquet(p) for p in fewshot.get(step, [])] or [pd.DataFrame(columns=["dataset", "references", "seed", "class_id", "dice"])])
         tuned = pd.concat([pd.read_parquet(p) for p in finetune.get(step, [])] or [pd.DataFrame(columns=["dataset", "seed", "class_id", "dice"])])
         for dataset in sorted(set(few["dataset"]) | set(tuned["dataset"])):
-            incontext = _protocol_dice(few[few["dataset"] == dataset], ["references"])
+            incontext = protocol_dice(few[few["dataset"] == dataset], ["references"])
             per_seed = tuned[tuned["dataset"] == dataset].groupby(["seed", "class_id"])["dice"].mean().groupby("seed").mean()
             own, swapped = incontext.get("own", np.nan), incontext.get("swapped", np.nan)
             rows.append({"dataset": dataset, "step": int(step), "incontext_dice": own, "swapped_dice": swapped, "swap_gap": own - swapped,

@@ -23,6 +23,7 @@ ends with its last EMA weights.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -102,9 +103,9 @@ class HeldOutCheck:
         self.config = config
         self.tasks = None
         if proposal_cases and config.proposal_tasks:
-            plain = SamplerConfig(crop_size=sampler.crop_size, num_masks=sampler.num_masks, min_mask_voxels=sampler.min_mask_voxels,
-                                  max_shift=sampler.max_shift, full_mask=False, max_attempts=sampler.max_attempts,
-                                  reference_intensity=_NO_INTENSITY, query_intensity=_NO_INTENSITY, query_spatial=_NO_AFFINE)
+            # The training tasks' crops and mask floor; overlapping crops, no augmentation, no all-ones mask.
+            plain = dataclasses.replace(sampler, full_mask=False, far_query=0.0, reference_intensity=_NO_INTENSITY,
+                                        query_intensity=_NO_INTENSITY, query_spatial=_NO_AFFINE)
             drawn = TaskSampler(list(proposal_cases), plain)
             self.tasks = default_collate([drawn.sample(_TASK_SEED, 0, i).to_dict() for i in range(config.proposal_tasks)])
         self.queries = sorted(queries, key=lambda c: c.case_id)[: config.cases]
