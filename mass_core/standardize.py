@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from mass_core.atomic import write_json, write_npy
+from mass_core.atomic import commit_folder, write_json, write_npy
 from mass_core.datasets import CaseSource
 from mass_core.errors import CaseError
 from mass_core.geometry import Grid, ras_grid_covering, resample_to_grid
@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 MODALITIES = ("CT", "MR", "PET")
+# A case folder is complete when its marker exists (written last).
+CASE_MARKER = "meta.json"
+CASE_MEMBERS = ("image.npy", "label.npy")
 
 
 @dataclass(frozen=True)
@@ -221,26 +224,30 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
 def standardize_case(case: CaseSource, out_dir: str | os.PathLike, params: StandardizeParams) -> dict[str, Any]:
     """Standardize one case into ``out_dir`` and return its metadata.
 
-    Writes ``image.npy``, ``label.npy`` (labeled cases) and ``meta.json``
-    (written last, so its presence marks a complete case).
+    Writes ``image.npy``, ``label.npy`` (labeled cases) and ``meta.json``,
+    whose presence marks a complete case: an earlier run's ``meta.json`` goes
+    before anything is read, so a rerun that fails or is killed leaves no
+    case that looks complete (:func:`~mass_core.atomic.commit_folder`).
 
     Raises:
         CaseError: the case fails validation (see :mod:`mass_core.validation`).
     """
-    if case.modality not in MODALITIES:
-        raise CaseError(case.case_id, f"unknown modality {case.modality!r}; expected one of {MODALITIES}")
-    image = read_image(case.image, case.case_id)
-    label = read_image(case.label, case.case_id) if case.label is not None else None
-    result = standardize_images(image, label, case.case_id, case.modality, params)
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_npy(out_dir / "image.npy", result.image)
-    if result.label is not None:
-        write_npy(out_dir / "label.npy", result.label)
-    meta = {**result.meta, "source": {"image": str(case.image), "label": str(case.label) if case.label is not None else None}}
-    write_json(out_dir / "meta.json", meta)
+    with commit_folder(out_dir, CASE_MARKER, CASE_MEMBERS) as folder:
+        if case.modality not in MODALITIES:
+            raise CaseError(case.case_id, f"unknown modality {case.modality!r}; expected one of {MODALITIES}")
+        image = read_image(case.image, case.case_id)
+        label = read_image(case.label, case.case_id) if case.label is not None else None
+        result = standardize_images(image, label, case.case_id, case.modality, params)
+        write_npy(folder / "image.npy", result.image)
+        if result.label is not None:
+            write_npy(folder / "label.npy", result.label)
+        meta = {**result.meta, "source": _source(case)}
+        write_json(folder / CASE_MARKER, meta)
     return meta
+
+
+def _source(case: CaseSource) -> dict[str, str | None]:
+    return {"image": str(case.image), "label": str(case.label) if case.label is not None else None}
 
 
 def _air_value(image: sitk.Image, modality: str) -> float:
@@ -267,10 +274,7 @@ def run_standardize(case: CaseSource, out_dir: str | os.PathLike, params: Standa
         if on_error == "fail":
             raise SystemExit(f"standardize failed: {err}") from None
         print(f"skipped: {err}", file=sys.stderr)
-        out_dir = Path(out_dir)
-        for stale in ("image.npy", "label.npy"):
-            (out_dir / stale).unlink(missing_ok=True)
         meta = {"status": "skipped", "case_id": case.case_id, "stage": "standardize", "reason": err.reason,
-                "source": {"image": str(case.image), "label": str(case.label) if case.label is not None else None}}
-        write_json(out_dir / "meta.json", meta)
+                "source": _source(case)}
+        write_json(Path(out_dir) / CASE_MARKER, meta)
         return meta

@@ -166,3 +166,23 @@ def test_unknown_modality_is_a_case_error(sphere_case, tmp_path):
     image_path, _, _, _ = sphere_case
     with pytest.raises(CaseError, match="unknown modality"):
         standardize_case(CaseSource("x", image_path, None, "XR"), tmp_path / "out", StandardizeParams())
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_a_failed_rerun_leaves_no_case_that_looks_complete(sphere_case, tmp_path, on_error):
+    image_path, label_path, _, _ = sphere_case
+    out = tmp_path / "out"
+    assert standardize_case(CaseSource("s", image_path, label_path, "CT"), out, StandardizeParams())["status"] == "ok"
+    nan = sitk.GetArrayFromImage(sitk.ReadImage(str(image_path))).astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    broken = sitk.GetImageFromArray(nan)
+    broken.CopyInformation(sitk.ReadImage(str(image_path)))
+    sitk.WriteImage(broken, str(tmp_path / "nan.nii.gz"))
+    rerun = CaseSource("s", tmp_path / "nan.nii.gz", label_path, "CT")
+    if on_error == "fail":
+        with pytest.raises(SystemExit, match="NaN"):
+            run_standardize(rerun, out, StandardizeParams(), on_error="fail")
+        assert sorted(p.name for p in out.iterdir()) == []
+    else:
+        assert run_standardize(rerun, out, StandardizeParams(), on_error="skip")["status"] == "skipped"
+        assert sorted(p.name for p in out.iterdir()) == ["meta.json"]

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mass_core.atomic import write_json, write_with
+from mass_core.atomic import uncommit, write_json, write_with
 from mass_core.config_section import from_section
 from mass_core.evaluate.cases import dataset_classes, load_split
 from mass_core.evaluate.metrics import mask_metrics
@@ -250,6 +250,8 @@ def run_fewshot(
         the summary written to ``summary.json``.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
+    # summary.json, written last, marks a finished run; an earlier one goes first.
+    uncommit(out_dir, FEWSHOT_FILES["summary"], [FEWSHOT_FILES["metrics"]])
     if threads is not None:
         torch.set_num_threads(int(threads))
     device = resolve_device(params.device)

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from monai.losses import DiceCELoss
 
-from mass_core.atomic import write_json, write_with
+from mass_core.atomic import uncommit, write_json, write_with
 from mass_core.config_section import from_section
 from mass_core.evaluate.cases import EvalCase, dataset_classes, load_split
 from mass_core.evaluate.metrics import label_map_metrics
@@ -229,6 +229,8 @@ def run_finetune(
         the summary written to ``summary.json``.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
+    # summary.json, written last, marks a finished run; an earlier one goes first.
+    uncommit(out_dir, FINETUNE_FILES["summary"], [FINETUNE_FILES["metrics"], FINETUNE_FILES["predictions"]])
     if threads is not None:
         torch.set_num_threads(int(threads))
     device = resolve_device(params.device)

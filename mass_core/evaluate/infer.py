@@ -38,6 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from mass_core.atomic import write_with
 from mass_core.errors import CaseError
 from mass_core.evaluate.fewshot import FewshotParams, class_probabilities, load_incontext_segmenter, reference_tokens
 from mass_core.evaluate.windows import check_window, resolve_device
@@ -212,7 +213,7 @@ def run_inference(checkpoint: str | os.PathLike, references: Sequence[tuple[str 
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, scan, target in zip(images, scans, targets):
         segmentation = segment_scan(scan, segmenter, wanted, params, f"test image {Path(path).name}")
-        sitk.WriteImage(segmentation, str(target), useCompression=True)
+        write_with(target, lambda tmp, image=segmentation: sitk.WriteImage(image, str(tmp), useCompression=True))
         print(f"{path} -> {target} (labels {wanted})", file=sys.stderr)
     return targets
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from mass_core.atomic import write_json
+from mass_core.atomic import commit_folder, write_json
 from mass_core.errors import CaseError
 from mass_core.proposals.generate import ProposalParams, generate_proposals
 from mass_core.proposals.qc import write_overlay, write_placeholder
-from mass_core.proposals.store import LABELS_FILE, TABLE_FILE, write_store
+from mass_core.proposals.store import LABELS_FILE, TABLE_FILE, ProposalSet, write_store
 
 __all__ = ["ON_ERROR", "SUMMARY_FILE", "propose_case"]
 
@@ -51,7 +51,8 @@ def propose_case(
     ``meta.json`` beside it (``spacing`` in mm, ``status``). Writes into
     ``out_dir`` ``proposals.h5`` and ``proposals.parquet`` (see
     :mod:`mass_core.proposals.store`) and last ``summary.json``, whose
-    presence marks a complete case.
+    presence marks a complete case; an earlier run's summary goes before
+    anything is read (:func:`~mass_core.atomic.commit_folder`).
 
     Args:
         params: generator settings.
@@ -70,34 +71,36 @@ def propose_case(
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     image_path, out_dir = Path(image_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        image, spacing = _read_case(image_path, case_id)
-        proposals = generate_proposals(image, spacing, params, case_id)
+        with commit_folder(out_dir, SUMMARY_FILE, (LABELS_FILE, TABLE_FILE)):
+            image, spacing = _read_case(image_path, case_id)
+            proposals = generate_proposals(image, spacing, params, case_id)
+            write_store(out_dir, proposals)
+            summary = _summary(case_id, image, spacing, proposals, params)
+            if qc_png is not None:
+                write_overlay(image, proposals.label_maps, qc_png, spacing=spacing,
+                              title=f"{case_id}: {summary['n_proposals']} proposals",
+                              scale_names=[f"k={k:g}: {n}" for k, n in zip(proposals.scale_params, summary["per_scale"])])
+            write_json(out_dir / SUMMARY_FILE, summary)
     except CaseError as err:
         print(f"error: {err}", file=sys.stderr)
         if on_error == "fail":
             raise SystemExit(f"propose failed: {err}") from None
-        for stale in (LABELS_FILE, TABLE_FILE):
-            (out_dir / stale).unlink(missing_ok=True)
         summary = {"status": "skipped", "case_id": case_id, "stage": "propose", "reason": err.reason}
         if qc_png is not None:
             write_placeholder(qc_png, f"{case_id}: skipped\n{err.reason}")
         write_json(out_dir / SUMMARY_FILE, summary)
         return summary
-    write_store(out_dir, proposals)
+    seconds = time.perf_counter() - started
+    print(f"case {case_id!r}: {summary['n_proposals']} proposals in {seconds:.1f} s", file=sys.stderr)
+    return summary
+
+
+def _summary(case_id: str, image: np.ndarray, spacing: tuple[float, float, float], proposals: ProposalSet,
+             params: ProposalParams) -> dict[str, Any]:
     per_scale = proposals.table.groupby("scale").size().reindex(range(len(proposals.sources)), fill_value=0)
-    if qc_png is not None:
-        write_overlay(
-            image,
-            proposals.label_maps,
-            qc_png,
-            spacing=spacing,
-            title=f"{case_id}: {len(proposals.table)} proposals",
-            scale_names=[f"k={k:g}: {n}" for k, n in zip(proposals.scale_params, per_scale)],
-        )
-    summary = {
+    return {
         "status": "ok",
         "case_id": case_id,
         "n_proposals": int(len(proposals.table)),
@@ -106,7 +109,3 @@ def propose_case(
         "spacing": list(spacing),
         "params": params.to_dict(),
     }
-    write_json(out_dir / SUMMARY_FILE, summary)
-    seconds = time.perf_counter() - started
-    print(f"case {case_id!r}: {len(proposals.table)} proposals in {seconds:.1f} s", file=sys.stderr)
-    return summary
