@@ -17,7 +17,7 @@ def _standardize(args: argparse.Namespace) -> int:
     from mass_core.standardize import StandardizeParams, run_standardize
 
     params = StandardizeParams(spacing_mm=tuple(args.spacing), margin_mm=args.margin_mm)
-    case = CaseSource(args.case_id, Path(args.image), Path(args.label) if args.label else None, args.modality)
+    case = CaseSource(args.case_id, Path(args.image), Path(args.label) if args.label else None, args.modality, args.ignore_label)
     meta = run_standardize(case, args.out, params, on_error=args.on_error)
     print(f"{args.case_id}: {meta['status']}" + (f" ({meta['reason']})" if meta["status"] != "ok" else f", shape {meta['shape']}"))
     return 0
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     std.add_argument("--case-id", required=True)
     std.add_argument("--out", required=True, help="output folder of the case")
     std.add_argument("--modality", default="CT", choices=["CT", "MR", "PET"])
+    std.add_argument("--ignore-label", type=int, metavar="VALUE",
+                     help="label value of unlabeled voxels (often 255): no class, left out of training and scoring")
     std.add_argument("--spacing", type=float, nargs=3, default=[1.5, 1.5, 1.5], metavar=("X", "Y", "Z"), help="target spacing in mm")
     std.add_argument("--margin-mm", type=float, default=10.0)
     std.add_argument("--on-error", choices=["fail", "skip"], default="fail")

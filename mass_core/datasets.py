@@ -18,12 +18,14 @@ names, so it is cheap enough to run while Snakemake builds the DAG.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from mass_core.imageio import IMAGE_SUFFIXES, strip_image_suffix
+from mass_core.labels import IGNORE_LABEL
 
 __all__ = ["LAYOUTS", "CaseSource", "class_names", "list_cases"]
 
@@ -37,12 +39,19 @@ class CaseSource:
         image: image file or DICOM series folder.
         label: ground-truth label file, if any.
         modality: ``CT``, ``MR`` or ``PET``.
+        ignore_label: the dataset's label value for unlabeled voxels (config
+            ``ignore_label``), left out of training and scoring; ``None`` if it has none.
     """
 
     case_id: str
     image: Path
     label: Path | None
     modality: str
+    ignore_label: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ignore_label is not None and not 0 < self.ignore_label <= IGNORE_LABEL:
+            raise ValueError(f"ignore_label must be a label value in 1..{IGNORE_LABEL} (0 is background), got {self.ignore_label}")
 
 
 def _is_image(path: Path) -> bool:
@@ -136,15 +145,17 @@ def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
 
     Args:
         spec: one entry of the config's ``datasets`` mapping (``layout``,
-            ``root``, ``modality`` and layout-specific keys).
+            ``root``, ``modality``, ``ignore_label`` and layout-specific keys).
 
     Raises:
-        ValueError: unknown layout, missing files, or duplicate case ids.
+        ValueError: unknown layout, bad ``ignore_label``, missing files, or duplicate case ids.
     """
     layout = spec.get("layout")
     if layout not in LAYOUTS:
         raise ValueError(f"unknown dataset layout {layout!r}; expected one of {sorted(LAYOUTS)}")
-    cases = sorted(LAYOUTS[layout](spec), key=lambda case: case.case_id)
+    ignore_label = spec.get("ignore_label")
+    cases = sorted((dataclasses.replace(case, ignore_label=ignore_label) for case in LAYOUTS[layout](spec)),
+                   key=lambda case: case.case_id)
     ids = [case.case_id for case in cases]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate case ids in dataset at {spec.get('root')}")

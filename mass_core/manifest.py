@@ -127,6 +127,8 @@ def _row(meta: dict[str, Any], split: str, class_label: int) -> dict[str, Any]:
         "split": split,
         "class_label": class_label,
         "label_classes": list(meta["label_classes"]),
+        # Cases standardized before ignore labels existed have no count: none were ignored.
+        "ignored_voxels": int(meta.get("ignored_voxels", 0)),
     }
     for axis, name in enumerate("xyz"):
         row[f"shape_{name}"] = int(meta["shape"][axis])

@@ -26,6 +26,7 @@ from mass_core.datasets import CaseSource
 from mass_core.errors import CaseError
 from mass_core.geometry import Grid, ras_grid_covering, resample_to_grid
 from mass_core.imageio import read_image
+from mass_core.labels import foreground_classes, ignored
 from mass_core.validation import check_image, check_label, image_array
 
 __all__ = [
@@ -171,12 +172,16 @@ class StandardizedCase:
 
 
 def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str, modality: str,
-                       params: StandardizeParams) -> StandardizedCase:
+                       params: StandardizeParams, ignore_label: int | None = None) -> StandardizedCase:
     """Validate and standardize an image (and its label) in memory.
 
     The file-based stage (:func:`standardize_case`) and inference on raw
     scans (:mod:`mass_core.evaluate.infer`) share this function, so that a
     scan seen at inference time is prepared exactly like a training case.
+
+    Args:
+        ignore_label: the dataset's value for unlabeled voxels, stored as
+            :data:`~mass_core.labels.IGNORE_LABEL` and left out of ``label_classes``.
 
     Raises:
         CaseError: the image or label fails validation (see :mod:`mass_core.validation`).
@@ -185,7 +190,7 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
         raise CaseError(case_id, f"unknown modality {modality!r}; expected one of {MODALITIES}")
     check_image(image, case_id)
     if label is not None:
-        label_values = check_label(label, image, case_id)
+        label_values = check_label(label, image, case_id, ignore_label)
         # Rebuilt from the validated integer voxels, so that a label stored as
         # float resamples as class ids.
         label = sitk.GetImageFromArray(np.ascontiguousarray(label_values.transpose(2, 1, 0)))
@@ -201,9 +206,13 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
 
     label_array = None
     label_classes: list[int] = []
+    ignored_voxels = 0
     if label is not None:
+        # Nearest neighbour keeps IGNORE_LABEL intact; the fill value 0 outside
+        # the original field of view is background, as there is no body there.
         label_array = image_array(resample_to_grid(label, grid, sitk.sitkNearestNeighbor, label.GetPixelID(), 0))[crop]
-        label_classes = [int(v) for v in np.unique(label_array) if v > 0]
+        label_classes = foreground_classes(label_array)
+        ignored_voxels = int(np.count_nonzero(ignored(label_array)))
     meta = {
         "status": "ok",
         "case_id": case_id,
@@ -216,6 +225,8 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
         "foreground_threshold": threshold,
         "intensity": stats,
         "label_classes": label_classes,
+        "ignore_label": ignore_label,
+        "ignored_voxels": ignored_voxels,
         "params": dataclasses.asdict(params),
     }
     return StandardizedCase(normalised, label_array, meta)
@@ -237,7 +248,7 @@ def standardize_case(case: CaseSource, out_dir: str | os.PathLike, params: Stand
             raise CaseError(case.case_id, f"unknown modality {case.modality!r}; expected one of {MODALITIES}")
         image = read_image(case.image, case.case_id)
         label = read_image(case.label, case.case_id) if case.label is not None else None
-        result = standardize_images(image, label, case.case_id, case.modality, params)
+        result = standardize_images(image, label, case.case_id, case.modality, params, case.ignore_label)
         write_npy(folder / "image.npy", result.image)
         if result.label is not None:
             write_npy(folder / "label.npy", result.label)

@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mass_core.errors import CaseError
+from mass_core.labels import IGNORE_LABEL, IGNORE_LOOKALIKES
 
 __all__ = ["check_image", "check_label", "image_array"]
 
@@ -57,12 +58,17 @@ def check_image(image: sitk.Image, case_id: str) -> np.ndarray:
     return array
 
 
-def check_label(label: sitk.Image, image: sitk.Image, case_id: str) -> np.ndarray:
+def check_label(label: sitk.Image, image: sitk.Image, case_id: str, ignore_label: int | None = None) -> np.ndarray:
     """Validate a label map against its image; return it as an integer (X, Y, Z) array.
+
+    Args:
+        ignore_label: the dataset's value for unlabeled voxels; they come back
+            as :data:`~mass_core.labels.IGNORE_LABEL` (uint16), never as a class.
 
     Raises:
         CaseError: size, spacing, origin or direction differ from the image's;
-            values are negative or not integers.
+            values are negative or not integers; an undeclared value that
+            conventionally means "ignore" (255, 65535) is present.
     """
     if label.GetDimension() != image.GetDimension() or label.GetSize() != image.GetSize():
         raise CaseError(case_id, f"label size {label.GetSize()} does not match image size {image.GetSize()}")
@@ -79,7 +85,16 @@ def check_label(label: sitk.Image, image: sitk.Image, case_id: str) -> np.ndarra
     if values.min() < 0:
         raise CaseError(case_id, f"label has negative values (min {values.min()}); expected class ids >= 0")
     max_value = int(values.max())
-    dtype = np.uint8 if max_value <= np.iinfo(np.uint8).max else np.uint16
-    if max_value > np.iinfo(np.uint16).max:
+    if max_value > IGNORE_LABEL:
         raise CaseError(case_id, f"label value {max_value} is too large for a class id")
+    for value in IGNORE_LOOKALIKES:
+        count = int(np.count_nonzero(values == value)) if value != ignore_label else 0
+        if count:
+            raise CaseError(case_id, f"label value {value} ({count} voxels) looks like an ignore label, not a class; set "
+                                     f"`ignore_label: {value}` for this dataset (mass-core standardize: --ignore-label {value}) "
+                                     f"to leave those voxels out of training and scoring")
+    if ignore_label is not None and np.any(values == ignore_label):
+        # Widened first: written into a uint8 map, IGNORE_LABEL would wrap round to 255.
+        return np.where(values == ignore_label, IGNORE_LABEL, values.astype(np.uint16))
+    dtype = np.uint8 if max_value <= np.iinfo(np.uint8).max else np.uint16
     return values.astype(dtype)

@@ -47,6 +47,7 @@ from mass_core.evaluate.cases import dataset_classes, load_split
 from mass_core.evaluate.metrics import mask_metrics
 from mass_core.evaluate.subsets import seeded_order
 from mass_core.evaluate.windows import centred_box, check_window, extract_crop, resolve_device, sliding_window_logits
+from mass_core.labels import ignored
 from mass_core.models.incontext import InContextConfig, InContextSegmenter, TaskTokens
 from mass_core.pretrain.checkpoint import load_checkpoint, load_state_dict_checked
 
@@ -200,7 +201,8 @@ def incontext_metrics(model: InContextSegmenter, image: np.ndarray, label: np.nd
 
     Args:
         model: the in-context model (eval mode).
-        image, label: the query's standardized image and label map ``(X, Y, Z)``.
+        image, label: the query's standardized image and label map ``(X, Y, Z)``;
+            its ignored voxels are left out of the metrics.
         spacing_mm: the query's voxel spacing.
         tokens: K task tokens, one per entry of ``class_ids`` in that order.
         class_ids: the classes the tokens stand for.
@@ -215,10 +217,13 @@ def incontext_metrics(model: InContextSegmenter, image: np.ndarray, label: np.nd
         class ``class_ids[swap_order(K)[i]]``.
     """
     predicted = class_probabilities(model, image, tokens, params.roi, params.overlap, params.sw_batch, device) > params.threshold
-    truth = np.asarray(label)[None] == np.asarray(class_ids).reshape(-1, 1, 1, 1)
-    frames = [mask_metrics(predicted, truth, class_ids, spacing_mm, hd95).assign(references="own")]
+    label = np.asarray(label)
+    truth = label[None] == np.asarray(class_ids).reshape(-1, 1, 1, 1)
+    unlabeled = ignored(label)
+    frames = [mask_metrics(predicted, truth, class_ids, spacing_mm, hd95, unlabeled).assign(references="own")]
     if len(class_ids) > 1:
-        frames.append(mask_metrics(predicted[swap_order(len(class_ids))], truth, class_ids, spacing_mm, hd95).assign(references="swapped"))
+        frames.append(mask_metrics(predicted[swap_order(len(class_ids))], truth, class_ids, spacing_mm, hd95, unlabeled)
+                      .assign(references="swapped"))
     return pd.concat(frames, ignore_index=True)
 
 

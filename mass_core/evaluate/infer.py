@@ -44,6 +44,7 @@ from mass_core.evaluate.fewshot import FewshotParams, class_probabilities, load_
 from mass_core.evaluate.windows import check_window, resolve_device
 from mass_core.geometry import to_original_space
 from mass_core.imageio import read_image
+from mass_core.labels import foreground_classes
 from mass_core.standardize import MODALITIES, StandardizeParams, standardize_images
 
 __all__ = ["InferParams", "Segmenter", "build_segmenter", "label_map", "main_infer", "read_scan", "run_inference", "segment_scan"]
@@ -174,7 +175,7 @@ def build_segmenter(checkpoint: str | os.PathLike, references: Sequence[tuple[st
         mask = read_scan(mask_path, "reference mask")
         case = standardize_images(image, mask, name, params.modality, params.standardize)
         standardized[f"{i}:{name}"] = (case.image, case.label)
-    found = sorted({int(v) for _, label in standardized.values() for v in np.unique(label) if v > 0})
+    found = sorted({c for _, label in standardized.values() for c in foreground_classes(label)})
     wanted = found if labels is None else sorted(int(v) for v in labels)
     if not wanted:
         raise ValueError("the reference masks have no non-zero label inside the scanned body")

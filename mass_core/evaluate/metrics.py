@@ -20,6 +20,10 @@ empty          anything       NaN (not counted) NaN (not counted)
 A missed structure therefore counts as the worst possible HD95 instead of
 silently dropping out of the mean; false positives on a volume without the
 class do not enter Dice or HD95 but stay visible in ``pred_voxels``.
+
+Ignored voxels (the dataset's ``ignore_label``, :data:`~mass_core.labels.IGNORE_LABEL`
+in a standardized label map) are removed from prediction and truth before
+anything is counted: what a model predicts there changes no number.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
+
+from mass_core.labels import ignored
 
 __all__ = ["METRIC_COLUMNS", "grid_diagonal_mm", "label_map_metrics", "mask_metrics"]
 
@@ -57,7 +63,7 @@ def _check_spacing(spacing_mm: Sequence[float]) -> tuple[float, float, float]:
 
 
 def mask_metrics(pred: np.ndarray, truth: np.ndarray, class_ids: Sequence[int], spacing_mm: Sequence[float],
-                 hd95: bool = True) -> pd.DataFrame:
+                 hd95: bool = True, ignore: np.ndarray | None = None) -> pd.DataFrame:
     """Dice and HD95 of K binary masks against K binary truths (one row per mask).
 
     Args:
@@ -67,10 +73,12 @@ def mask_metrics(pred: np.ndarray, truth: np.ndarray, class_ids: Sequence[int], 
         class_ids: the K class ids written into the ``class_id`` column.
         spacing_mm: voxel spacing ``(X, Y, Z)`` in mm.
         hd95: ``False`` skips the (slower) surface distances; ``hd95_mm`` is then NaN.
+        ignore: bool ``(X, Y, Z)`` voxels left out of every metric (unlabeled in the truth).
 
     Returns:
         columns :data:`METRIC_COLUMNS`; ``dice`` in [0, 1], ``hd95_mm`` in mm,
-        with the empty-mask conventions of the module docstring.
+        with the empty-mask conventions of the module docstring; voxel counts
+        leave ``ignore`` out.
 
     Example:
         Two 4x4x4 cubes, one shifted by a voxel along X, spacing (2, 0.5, 0.7) mm:
@@ -83,6 +91,11 @@ def mask_metrics(pred: np.ndarray, truth: np.ndarray, class_ids: Sequence[int], 
         raise ValueError(f"pred and truth must both be (K, X, Y, Z) of one shape, got {pred.shape} and {truth.shape}")
     if len(class_ids) != pred.shape[0]:
         raise ValueError(f"class_ids has {len(class_ids)} entries for {pred.shape[0]} masks")
+    if ignore is not None:
+        ignore = np.asarray(ignore, dtype=bool)
+        if ignore.shape != pred.shape[1:]:
+            raise ValueError(f"ignore must be (X, Y, Z) {pred.shape[1:]}, got {ignore.shape}")
+        pred, truth = pred & ~ignore, truth & ~ignore
     pred_t = torch.from_numpy(pred[None]).float()
     truth_t = torch.from_numpy(truth[None]).float()
     # ignore_empty=True gives NaN for an empty truth: the class is not counted.
@@ -112,7 +125,8 @@ def label_map_metrics(pred: np.ndarray, truth: np.ndarray, class_ids: Sequence[i
 
     Args:
         pred: integer ``(X, Y, Z)`` predicted class ids.
-        truth: integer ``(X, Y, Z)`` ground truth on the same grid.
+        truth: integer ``(X, Y, Z)`` ground truth on the same grid; its ignored
+            voxels (:func:`~mass_core.labels.ignored`) are left out.
         class_ids: foreground classes to score (background 0 is never scored).
         spacing_mm: voxel spacing ``(X, Y, Z)`` in mm.
         hd95: ``False`` skips the surface distances (``hd95_mm`` is NaN).
@@ -125,4 +139,4 @@ def label_map_metrics(pred: np.ndarray, truth: np.ndarray, class_ids: Sequence[i
     if pred.ndim != 3 or pred.shape != truth.shape:
         raise ValueError(f"pred and truth must both be (X, Y, Z) of one shape, got {pred.shape} and {truth.shape}")
     ids = np.asarray(list(class_ids)).reshape(-1, 1, 1, 1)
-    return mask_metrics(pred[None] == ids, truth[None] == ids, class_ids, spacing_mm, hd95)
+    return mask_metrics(pred[None] == ids, truth[None] == ids, class_ids, spacing_mm, hd95, ignore=ignored(truth))

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from mass_core.atomic import write_with
 from mass_core.evaluate.subsets import Budget
+from mass_core.labels import foreground_classes, ignored
 from mass_core.manifest import read_manifest
 
 __all__ = ["label_efficiency_figure", "make_plots", "plot_examples", "plot_fewshot", "plot_label_efficiency"]
@@ -163,7 +164,9 @@ def plot_examples(manifest_path: str | os.PathLike, predictions: Mapping[str, st
     counts = test["label_classes"].map(len)
     row = test.loc[counts[counts == counts.max()].index[0]]
     image, label = np.load(row["image"]), np.load(row["label"])
-    present = [c for c in np.unique(label) if c > 0]
+    # Ignored voxels are no class: drawn without an overlay, like background.
+    label = np.where(ignored(label), 0, label)
+    present = foreground_classes(label)
     if present:
         sizes = {c: int((label == c).sum()) for c in present}
         rarest = min(present, key=lambda c: (sizes[c], c))

@@ -4,7 +4,8 @@ For every structure (a class present in a labeled case) the best Dice of
 any one proposal, at any scale; summarised per class and overall as the mean
 best Dice and the fraction of structures whose best Dice reaches 0.5 and
 0.7. This is the number by which generators and their parameters are
-compared.
+compared. Ignored voxels (the dataset's ``ignore_label``) belong to no
+structure and are left out of every proposal, so they change no Dice.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from scipy import ndimage
 
 from mass_core.atomic import atomic_path
+from mass_core.labels import foreground_classes, ignored
 from mass_core.proposals.store import ProposalStore, ids_by_scale
 
 __all__ = ["RECALL_THRESHOLDS", "STRUCTURES", "best_dice", "recall_table", "summarize_recall"]
@@ -33,7 +35,7 @@ def _structures(label: np.ndarray, structures: str, min_voxels: int) -> tuple[np
         return label, [(c, 0) for c in range(1, int(label.max(initial=0)) + 1)]
     out = np.zeros(label.shape, np.int64)
     info: list[tuple[int, int]] = []
-    for c in (int(v) for v in np.unique(label) if v > 0):
+    for c in foreground_classes(label):
         components, n = ndimage.label(label == c, structure=np.ones((3, 3, 3)))
         sizes = np.bincount(components.ravel(), minlength=n + 1)
         for k in range(1, n + 1):
@@ -56,7 +58,7 @@ def best_dice(
     """Best Dice of any single proposal for every ground-truth structure of ``label``.
 
     Args:
-        label: int (X, Y, Z) ground truth, 0 = background.
+        label: int (X, Y, Z) standardized ground truth, 0 = background; ignored voxels are left out.
         label_maps: int (S, X, Y, Z) proposals, labels ``1..n_s`` per scale.
         proposal_ids: per scale, int64 (n_s,) ids of labels ``1..n_s``.
         spacing: voxel spacing (X, Y, Z) in mm.
@@ -77,8 +79,9 @@ def best_dice(
     if structures not in STRUCTURES:
         raise ValueError(f"structures must be one of {STRUCTURES}, got {structures!r}")
     voxel_mm3 = float(np.prod(spacing))
-    structure_map, info = _structures(label, structures, int(np.ceil(min_structure_mm3 / voxel_mm3)))
-    sizes = [np.bincount(m.ravel(), minlength=len(ids) + 1) for m, ids in zip(label_maps, proposal_ids)]
+    unlabeled = ignored(label)
+    structure_map, info = _structures(np.where(unlabeled, 0, label), structures, int(np.ceil(min_structure_mm3 / voxel_mm3)))
+    sizes = [np.bincount(m[~unlabeled], minlength=len(ids) + 1) for m, ids in zip(label_maps, proposal_ids)]
     flat = structure_map.ravel()
     order = np.argsort(flat, kind="stable")
     bounds = np.searchsorted(flat[order], np.arange(len(info) + 2))

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mass_core.labels import IGNORE_LABEL, foreground_classes
 from mass_core.models.encoder import EncoderConfig
 from mass_core.models.incontext import InContextConfig, InContextSegmenter
 from mass_core.pretrain.checkpoint import TrainingState, save_checkpoint
@@ -37,8 +38,11 @@ def synthetic_case(seed: int, shape=(24, 24, 20)) -> tuple[np.ndarray, np.ndarra
     return image, label
 
 
-def write_dataset(root: Path, splits: dict[str, list[int]]) -> Path:
-    """Standardized cases plus a ``manifest.parquet`` with the columns the evaluation reads."""
+def write_dataset(root: Path, splits: dict[str, list[int]], ignored_slices: int = 0) -> Path:
+    """Standardized cases plus a ``manifest.parquet`` with the columns the evaluation reads.
+
+    ``ignored_slices``: the last axial slices of every label map are ignored voxels (as the standardize stage stores them).
+    """
     rows = []
     for split, seeds in splits.items():
         for seed in seeds:
@@ -46,11 +50,14 @@ def write_dataset(root: Path, splits: dict[str, list[int]]) -> Path:
             folder = root / "standardized" / case_id
             folder.mkdir(parents=True)
             image, label = synthetic_case(seed)
+            if ignored_slices:
+                label = label.astype(np.uint16)
+                label[:, :, -ignored_slices:] = IGNORE_LABEL
             np.save(folder / "image.npy", image)
             np.save(folder / "label.npy", label)
             rows.append({"case_id": case_id, "image": str(folder / "image.npy"), "label": str(folder / "label.npy"),
                          "meta": str(folder / "meta.json"), "modality": "CT", "split": split, "class_label": int(seed % 2),
-                         "label_classes": [int(c) for c in np.unique(label) if c > 0],
+                         "label_classes": foreground_classes(label),
                          "shape_x": image.shape[0], "shape_y": image.shape[1], "shape_z": image.shape[2],
                          "spacing_x": 2.0, "spacing_y": 2.0, "spacing_z": 3.0})
     manifest = root / "manifest.parquet"

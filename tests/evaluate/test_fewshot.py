@@ -15,6 +15,7 @@ from mass_core.evaluate.fewshot import (
     select_references,
     swap_order,
 )
+from mass_core.labels import IGNORE_LABEL
 from mass_core.models.incontext import TaskTokens
 from mass_core.pretrain.checkpoint import save_encoder
 
@@ -93,6 +94,22 @@ def test_swap_control_separates_models_that_read_their_reference(model, own, gap
     dice = rows.groupby("references")["dice"].mean()
     assert dice["own"] == pytest.approx(own, abs=1e-6)
     assert dice["own"] - dice["swapped"] == pytest.approx(gap, abs=1e-6)
+
+
+def test_predictions_inside_ignored_voxels_change_no_few_shot_score():
+    # The bright-everything model also segments a bright block of ignored voxels (64 voxels);
+    # counted, they would lower both Dice values. Left out, the scores of the two structures remain.
+    image, label = _two_structures()
+    label = label.astype(np.uint16)
+    label[12:16, 0:4, 0:4] = IGNORE_LABEL
+    image[12:16, 0:4, 0:4] = 1.0
+    model = _IgnoresReference()
+    tokens = reference_tokens(model, {"q": (image, label)}, {1: ["q"], 2: ["q"]}, (16, 16, 16), torch.device("cpu"))
+    params = FewshotParams(crop=(16, 16, 16), roi=(16, 16, 16), device="cpu")
+    rows = incontext_metrics(model, image, label, (1.0, 1.0, 1.0), tokens, [1, 2], params, torch.device("cpu"), hd95=False)
+    own = rows[rows["references"] == "own"].set_index("class_id")
+    assert own.loc[1, "dice"] == pytest.approx(250 / 400) and own.loc[2, "dice"] == pytest.approx(300 / 425)
+    assert list(own["pred_voxels"]) == [275, 275]
 
 
 def test_swap_order_is_a_derangement():

@@ -5,9 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from monai.losses import DiceCELoss
 
-from mass_core.evaluate.finetune import FinetuneParams, learning_rate_factor, run_finetune
+from mass_core.evaluate.finetune import IGNORE_INDEX, FinetuneParams, MaskedDiceCELoss, learning_rate_factor, run_finetune, target_lookup
 from mass_core.evaluate.subsets import Budget
+from mass_core.labels import IGNORE_LABEL
 from mass_core.models.encoder import ResidualEncoder
 from mass_core.pretrain.checkpoint import save_encoder
 
@@ -60,6 +63,46 @@ def test_finetune_on_three_tiny_cases_writes_metrics(tmp_path, pretrained):
     assert stored["test_cases"] == ["case_03"] and "case_03" not in stored["train_cases"] + stored["val_cases"]
     with np.load(tmp_path / "out" / "predictions.npz") as predictions:
         assert predictions["case_03"].shape == (24, 24, 20)
+
+
+def test_ignored_voxels_add_nothing_to_the_loss():
+    # Reference: MONAI's own DiceCE loss on the non-ignored voxels alone (gathered into one
+    # batch element, which batch=True Dice and the voxel-mean cross-entropy both allow).
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
+    target = torch.randint(0, 3, (2, 1, 4, 4, 4))
+    reference = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
+    assert MaskedDiceCELoss()(logits, target).item() == pytest.approx(reference(logits, target).item(), rel=1e-6)
+    masked = target.clone()
+    masked[:, :, :2] = IGNORE_INDEX
+    keep = masked[:, 0] != IGNORE_INDEX
+    kept_logits = logits.permute(1, 0, 2, 3, 4)[:, keep].reshape(1, 3, -1, 1, 1)
+    kept_target = target[:, 0][keep].reshape(1, 1, -1, 1, 1)
+    loss = MaskedDiceCELoss()(logits, masked)
+    expected = reference(kept_logits, kept_target).item()
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert abs(reference(logits, target).item() - expected) > 0.01  # the ignored voxels would have counted
+    loss.backward()
+    assert logits.grad[:, :, :2].abs().max() == 0 and logits.grad[:, :, 2:].abs().max() > 0
+    # A crop wholly inside ignored voxels gives no loss rather than NaN.
+    assert MaskedDiceCELoss()(logits, torch.full_like(target, IGNORE_INDEX)).item() == 0.0
+
+
+def test_training_targets_of_ignored_voxels():
+    label = np.array([0, 3, 7, IGNORE_LABEL, 5], np.uint16)
+    assert target_lookup([3, 7])[label].tolist() == [0, 1, 2, IGNORE_INDEX, 0]
+
+
+@pytest.mark.slow
+def test_finetune_with_ignored_voxels_trains_and_scores_the_rest(tmp_path):
+    manifest = write_dataset(tmp_path / "data", {"train": [0, 1], "val": [2], "test": [3]}, ignored_slices=4)
+    summary = run_finetune(manifest, tmp_path / "out", dataset="tiny", method="scratch", budget=Budget("cases", 2), seed=0,
+                           subset_seed=0, encoder_weights=None, encoder_config=TINY_ENCODER, params=PARAMS, threads=1)
+    metrics = pd.read_parquet(tmp_path / "out" / "metrics.parquet").set_index("class_id")
+    truth = np.load(tmp_path / "data" / "standardized" / "case_03" / "label.npy")
+    assert summary["classes"] == [1, 2] and list(metrics.index) == [1, 2]
+    assert [metrics.loc[c, "truth_voxels"] for c in (1, 2)] == [np.count_nonzero(truth == c) for c in (1, 2)]
+    assert all(np.isfinite(h["loss"]) for h in summary["history"])
 
 
 def test_finetune_rejects_more_cases_than_the_train_split(tmp_path):

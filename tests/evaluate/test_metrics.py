@@ -8,6 +8,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from mass_core.evaluate.metrics import METRIC_COLUMNS, grid_diagonal_mm, label_map_metrics, mask_metrics
+from mass_core.labels import IGNORE_LABEL
 
 SPACING = (2.0, 0.5, 0.7)
 
@@ -74,6 +75,20 @@ def test_hd95_can_be_skipped():
     pred, gt = cubes((10, 10, 10), [(0, 4)] * 3, [(1, 5), (0, 4), (0, 4)])
     row = mask_metrics(pred[None], gt[None], [1], SPACING, hd95=False).iloc[0]
     assert row["dice"] == pytest.approx(0.75) and math.isnan(row["hd95_mm"])
+
+
+def test_predictions_inside_ignored_voxels_change_nothing():
+    # The offset cubes of test_offset_cubes_by_hand (Dice 0.75, HD95 2 mm), plus a 4^3 block of
+    # ignored voxels that the prediction also fills. Counted, it would give Dice 2 * 48 / (64 + 128)
+    # = 0.5 and a far larger HD95; left out, the numbers of the cubes alone remain.
+    pred_mask, truth_mask = cubes((10, 10, 10), [(0, 4)] * 3, [(1, 5), (0, 4), (0, 4)])
+    truth = truth_mask.astype(np.uint16)
+    truth[6:10, 6:10, 6:10] = IGNORE_LABEL
+    pred = pred_mask.astype(np.uint8)
+    pred[6:10, 6:10, 6:10] = 1
+    row = label_map_metrics(pred, truth, [1], SPACING).iloc[0]
+    assert row["dice"] == pytest.approx(0.75) and row["hd95_mm"] == pytest.approx(2.0)
+    assert (row["truth_voxels"], row["pred_voxels"]) == (64, 64)
 
 
 @pytest.mark.parametrize(

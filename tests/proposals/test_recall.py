@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mass_core.labels import IGNORE_LABEL
 from mass_core.phantom import PhantomParams, make_phantom
 from mass_core.proposals.generate import ProposalParams, generate_proposals
 from mass_core.proposals.recall import best_dice, recall_table, summarize_recall
@@ -46,6 +47,20 @@ def test_best_dice_by_hand():
     assert overall["n_structures"] == 2 and overall["class_id"] == -1
     assert overall["mean_best_dice"] == pytest.approx((0.75 + 4 / 7) / 2)
     assert overall["recall_dice50"] == 1.0 and overall["recall_dice70"] == 0.5
+
+
+def test_ignored_voxels_are_no_structure_and_cost_no_proposal_dice():
+    # 4 ignored voxels at x = 3, which hand_case's scale-1 label 2 (id 21) covers and its scale-0
+    # label 1 (id 10) now covers too. Left out: id 21 holds class 1 and 4 more voxels, Dice
+    # 2*8/(8+12) = 0.8, above id 10's 0.75. Counted, they would be a class of their own and
+    # the best Dice of class 1 would be 2*8/(8+16) = 2/3 (id 10: 2*6/(8+12) = 0.6).
+    label, maps = hand_case()
+    label = label.astype(np.uint16)
+    label[3, 0:2, 0:2] = IGNORE_LABEL
+    maps[0, 3, 0:2, 0:2] = 1
+    rows = best_dice(label, maps, [np.array([10]), np.array([20, 21])], (1.0, 1.0, 2.0), "c").set_index("class_id")
+    assert list(rows.index) == [1, 2]
+    assert rows.loc[1, "best_dice"] == pytest.approx(0.8) and rows.loc[1, "best_proposal_id"] == 21
 
 
 def test_recall_table_over_a_dataset(tmp_path):
