@@ -9,9 +9,9 @@ import SimpleITK as sitk
 from mass_core.datasets import CaseSource, class_names, list_cases
 from mass_core.errors import CaseError
 from mass_core.imageio import read_image
-from mass_core.standardize import StandardizeParams, standardize_case
+from mass_core.standardize import StandardizeParams, run_standardize, standardize_case
 
-from volumes import make_image
+from volumes import OBLIQUE_FREE_DIRECTION, make_image
 
 
 def _volume(seed=0):
@@ -72,6 +72,60 @@ def test_dicom_series_standardizes_like_its_nifti(tmp_path):
     b = standardize_case(CaseSource("n", tmp_path / "case.nii.gz", None, "CT"), tmp_path / "b", StandardizeParams())
     assert a["crop_box"] == b["crop_box"]
     np.testing.assert_allclose(np.load(tmp_path / "a" / "image.npy"), np.load(tmp_path / "b" / "image.npy"), atol=1e-4)
+
+
+def _forty_slice_series(folder):
+    """A 40-slice CT series at 2 mm, its slice normal pointing along -z, so positions must be projected."""
+    array = np.full((16, 14, 40), -1000, np.int16)
+    array[3:13, 3:11, :] = 10 * np.arange(40, dtype=np.int16)
+    image = make_image(array, spacing=(0.9, 1.1, 2.0), origin=(-10.0, 20.0, 5.0), direction=OBLIQUE_FREE_DIRECTION)
+    write_dicom_series(image, folder)
+    return image
+
+
+def test_complete_dicom_series_keeps_its_slice_spacing(tmp_path):
+    image = _forty_slice_series(tmp_path / "series")
+    read = read_image(tmp_path / "series", "complete")
+    np.testing.assert_allclose(read.GetSpacing(), (0.9, 1.1, 2.0), atol=1e-4)
+    np.testing.assert_allclose(read.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
+
+
+def test_dicom_series_with_a_missing_slice_is_skipped_with_the_gap(tmp_path, capfd):
+    _forty_slice_series(tmp_path / "series")
+    (tmp_path / "series" / "slice020.dcm").unlink()
+    case = CaseSource("gap", tmp_path / "series", None, "CT")
+    meta = run_standardize(case, tmp_path / "out", StandardizeParams(), on_error="skip")
+    assert meta["status"] == "skipped"
+    assert meta["reason"] == ("DICOM series has non-uniform slice spacing: gap of 4 mm between slice019.dcm and slice021.dcm "
+                              "(expected 2 mm); a slice is probably missing")
+    # The reason is the one line the user sees, not ITK's warning about the spacing it would have assumed.
+    assert capfd.readouterr().err == f"skipped: case 'gap': {meta['reason']}\n"
+    assert not (tmp_path / "out" / "image.npy").exists()
+
+
+def _drop_position(ds):
+    del ds.ImagePositionPatient
+
+
+def _two_value_orientation(ds):
+    ds.ImageOrientationPatient = [1, 0]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (_drop_position, "DICOM file slice005.dcm has no ImagePositionPatient (0020,0032); its slice position is unknown"),
+    (_two_value_orientation, "DICOM file slice005.dcm has a malformed ImagePositionPatient or ImageOrientationPatient"),
+])
+def test_dicom_slice_without_a_usable_position_is_rejected(tmp_path, edit, reason):
+    pydicom = pytest.importorskip("pydicom")
+    _forty_slice_series(tmp_path / "series")
+    path = tmp_path / "series" / "slice005.dcm"
+    ds = pydicom.dcmread(path)
+    edit(ds)
+    ds.save_as(path)
+    with pytest.raises(CaseError) as caught:
+        read_image(tmp_path / "series", "pos")
+    assert str(caught.value) == f"case 'pos': {reason}"
 
 
 def test_folder_with_two_series_is_rejected(tmp_path):
