@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -78,16 +79,20 @@ def _itk_reason(message: str) -> str:
 
     SimpleITK messages span several lines of source locations; the user needs
     the text after ``ERROR:`` (for example "Zero-valued spacing is not
-    supported").
+    supported"). Where that text only announces details ("Read: Error
+    reading x.nrrd:"), the reason is the last line below it: NRRD's teem
+    library lists its calls outermost first, as ``[nrrd] function: text``,
+    so the last one is the root cause.
     """
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for index, line in enumerate(lines):
         if "ERROR" in line:
             tail = line.split("ERROR:", 1)[-1].split("):", 1)[-1].strip()
+            details = lines[index + 1 :]
+            if details and (not tail or tail.endswith(":")):
+                return re.sub(r"^\[\w+\] \w+: ", "", details[-1])
             if tail:
                 return tail
-            if index + 1 < len(lines):
-                return lines[index + 1]
     return "SimpleITK could not read it"
 
 
