@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -212,3 +213,26 @@ def test_class_names_from_either_dataset_json_convention(tmp_path):
     # The phantom's names are known before the dataset is generated.
     phantom = class_names({"layout": "phantom", "root": str(tmp_path / "not_yet")})
     assert phantom[1] == "liver" and phantom[7] == "lesion" and 0 not in phantom
+
+
+def test_case_id_unfit_for_a_wildcard_names_the_file_to_rename(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name in ("ok_1.nii.gz", "scan{1}.nii.gz", "a,b.nrrd", "-x.mha"):
+        sitk.WriteImage(_volume(), str(tmp_path / "images" / name))
+    with pytest.raises(ValueError) as caught:
+        list_cases({"layout": "folder", "root": str(tmp_path), "modality": "CT"})
+    assert str(caught.value) == (
+        f"{tmp_path / 'images' / '-x.mha'}: case id '-x' starts with '-'; case ids name output files, Snakemake wildcards "
+        "and cluster jobs, so they may hold only ASCII letters, digits, '.', '_', '-' and '+', and start with a letter, "
+        "digit or '_'; rename the file (2 more files need renaming: a,b.nrrd, scan{1}.nii.gz)")
+
+
+@pytest.mark.parametrize("name, problem", [("scan{1}", "contains '{', '}'"), ("a b", "contains ' '"), ("50%", "contains '%'"),
+                                           ("tête", "contains 'ê'"), ("", "is empty")])
+def test_case_id_problem_is_named(tmp_path, name, problem):
+    (tmp_path / "imagesTr").mkdir()
+    sitk.WriteImage(_volume(), str(tmp_path / "imagesTr" / f"{name}_0000.nii.gz"))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}}))
+    prefix = re.escape(f"{tmp_path / 'imagesTr' / f'{name}_0000.nii.gz'}: case id '{name}' {problem}; ")
+    with pytest.raises(ValueError, match=f"^{prefix}"):
+        list_cases({"layout": "nnunet", "root": str(tmp_path), "modality": "auto"})

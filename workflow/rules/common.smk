@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -31,7 +32,16 @@ def _dataset_root(name):
     return DATASETS[name]["root"]
 
 
-CASES = {name: {case.case_id: case for case in list_cases(spec)} for name, spec in DATASETS.items()}
+def _dataset_cases(name):
+    try:
+        return {case.case_id: case for case in list_cases(DATASETS[name])}
+    except ValueError as err:
+        # A bad dataset stops the run with its one-line reason, without the
+        # traceback through this file that Snakemake prints for an exception.
+        sys.exit(f"dataset {name!r}: {err}")
+
+
+CASES = {name: _dataset_cases(name) for name in DATASETS}
 
 
 def case_source(wildcards):
