@@ -171,3 +171,15 @@ def test_file_name_unfit_for_a_wildcard_stops_the_dag_with_one_line(tmp_path):
     assert _own_lines(result) == [f"dataset 'mixed': {tmp_path / 'data' / 'images' / 'scan{1}.nii.gz'}: case id 'scan{{1}}' contains "
                                   "'{', '}'; case ids name output files, Snakemake wildcards and cluster jobs, so they may hold only "
                                   "ASCII letters, digits, '.', '_', '-' and '+', and start with a letter, digit or '_'; rename the file"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"pretrian": {"steps": 3}}, "config error: unknown key 'pretrian' at top level (did you mean 'pretrain'? allowed: cluster, "
+                                 "datasets, evaluation, pretrain, proposals, results, splits, standardize)"),
+    ({"standardize": {"spacing": [1.0, "wide", 1.0]}}, "config error: standardize.spacing[1]: 'wide' is not of type 'number'"),
+])
+def test_config_error_is_one_line_naming_the_key(tmp_path, override, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    result = snakemake("-n", "all", "--configfile", str(bad), check=False)
+    assert result.returncode != 0 and _own_lines(result) == [message]
