@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -140,6 +141,37 @@ LAYOUTS: dict[str, Callable[[dict[str, Any]], list[CaseSource]]] = {
 }
 
 
+# Case ids become path components, Snakemake wildcard values (where braces
+# are format fields), comma-separated `--target-jobs` specs of cluster jobs
+# and SLURM log names (where '%' starts a pattern). A whitelist of characters
+# safe in all of them is shorter and surer than a list of every character
+# that breaks one. A leading '-' would read as an option, a leading '.' hides
+# the case's folders (and '..' leaves them).
+_ID_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._+-")
+_CASE_ID_RULE = ("case ids name output files, Snakemake wildcards and cluster jobs, so they may hold only ASCII letters, "
+                 "digits, '.', '_', '-' and '+', and start with a letter, digit or '_'")
+
+
+def _case_id_problem(case_id: str) -> str | None:
+    unfit = [c for c in dict.fromkeys(case_id) if c not in _ID_CHARACTERS]
+    if unfit:
+        return f"contains {', '.join(repr(c) for c in unfit)}"
+    if not case_id:
+        return "is empty"
+    if case_id[0] in "-.":
+        return f"starts with {case_id[0]!r}"
+    return None
+
+
+def _check_case_ids(cases: list[CaseSource]) -> None:
+    bad = [(case, problem) for case in cases if (problem := _case_id_problem(case.case_id))]
+    if not bad:
+        return
+    (case, problem), others = bad[0], [other.image.name for other, _ in bad[1:]]
+    more = f" ({len(others)} more files need renaming: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
+    raise ValueError(f"{case.image}: case id {case.case_id!r} {problem}; {_CASE_ID_RULE}; rename the file{more}")
+
+
 def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
     """List a dataset's cases, sorted by id.
 
@@ -148,7 +180,9 @@ def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
             ``root``, ``modality``, ``ignore_label`` and layout-specific keys).
 
     Raises:
-        ValueError: unknown layout, bad ``ignore_label``, missing files, or duplicate case ids.
+        ValueError: unknown layout, bad ``ignore_label``, missing files, duplicate
+            case ids, or a case id (file name) with characters unfit for output
+            paths and wildcards.
     """
     layout = spec.get("layout")
     if layout not in LAYOUTS:
@@ -156,6 +190,7 @@ def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
     ignore_label = spec.get("ignore_label")
     cases = sorted((dataclasses.replace(case, ignore_label=ignore_label) for case in LAYOUTS[layout](spec)),
                    key=lambda case: case.case_id)
+    _check_case_ids(cases)
     ids = [case.case_id for case in cases]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate case ids in dataset at {spec.get('root')}")

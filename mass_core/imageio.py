@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -78,16 +79,20 @@ def _itk_reason(message: str) -> str:
 
     SimpleITK messages span several lines of source locations; the user needs
     the text after ``ERROR:`` (for example "Zero-valued spacing is not
-    supported").
+    supported"). Where that text only announces details ("Read: Error
+    reading x.nrrd:"), the reason is the last line below it: NRRD's teem
+    library lists its calls outermost first, as ``[nrrd] function: text``,
+    so the last one is the root cause.
     """
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for index, line in enumerate(lines):
         if "ERROR" in line:
             tail = line.split("ERROR:", 1)[-1].split("):", 1)[-1].strip()
+            details = lines[index + 1 :]
+            if details and (not tail or tail.endswith(":")):
+                return re.sub(r"^\[\w+\] \w+: ", "", details[-1])
             if tail:
                 return tail
-            if index + 1 < len(lines):
-                return lines[index + 1]
     return "SimpleITK could not read it"
 
 
@@ -98,5 +103,60 @@ def _read_dicom_series(folder: Path, case_id: str) -> sitk.Image:
         raise CaseError(case_id, f"no DICOM series found in folder {folder}")
     if len(series) > 1:
         raise CaseError(case_id, f"folder {folder} holds {len(series)} DICOM series; give one folder per series")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    _check_slice_spacing(files, case_id)
+    reader.SetFileNames(files)
     return reader.Execute()
+
+
+# Slice gaps may differ from the series' median gap by 1 % of it (at least
+# 0.01 mm): enough for positions written as rounded decimal strings, far
+# below the 100 % of a missing or doubled slice.
+_SLICE_GAP_RTOL = 0.01
+_SLICE_GAP_ATOL_MM = 0.01
+
+
+def _slice_position(header: sitk.ImageFileReader, name: str, case_id: str) -> float:
+    """Position of one slice along its normal: ImagePositionPatient projected on the cross product of ImageOrientationPatient's rows."""
+    tags = {"0020|0032": "ImagePositionPatient", "0020|0037": "ImageOrientationPatient"}
+    for tag, keyword in tags.items():
+        if not header.HasMetaDataKey(tag):
+            raise CaseError(case_id, f"DICOM file {Path(name).name} has no {keyword} ({tag.replace('|', ',')}); its slice position is unknown")
+    try:
+        position = np.array(header.GetMetaData("0020|0032").split("\\"), float)
+        orientation = np.array(header.GetMetaData("0020|0037").split("\\"), float)
+    except ValueError:
+        position = orientation = np.empty(0)
+    if position.shape != (3,) or orientation.shape != (6,):
+        raise CaseError(case_id, f"DICOM file {Path(name).name} has a malformed ImagePositionPatient or ImageOrientationPatient")
+    return float(position @ np.cross(orientation[:3], orientation[3:]))
+
+
+def _check_slice_spacing(files: tuple[str, ...], case_id: str) -> None:
+    """Reject a series whose slices are not evenly spaced along the slice normal.
+
+    ITK spaces a series' slices evenly between the first and the last,
+    whatever their true positions, and only prints a warning; a missing slice
+    would shift every slice near the gap by up to half a slice. Such a series
+    is rejected rather than resampled from the true positions: the gap holds
+    no data, so interpolating across it would invent anatomy.
+    """
+    if len(files) < 3:
+        return
+    header = sitk.ImageFileReader()
+    positions = []
+    for name in files:
+        header.SetFileName(name)
+        header.ReadImageInformation()
+        positions.append(_slice_position(header, name, case_id))
+    order = np.argsort(positions)
+    gaps = np.diff(np.asarray(positions)[order])
+    expected = float(np.median(gaps))
+    error = np.abs(gaps - expected)
+    worst = int(error.argmax())
+    if error[worst] <= max(_SLICE_GAP_RTOL * expected, _SLICE_GAP_ATOL_MM):
+        return
+    hint = "a slice is probably missing" if gaps[worst] > expected else "slices overlap or are duplicated"
+    first, second = (Path(files[i]).name for i in order[worst : worst + 2])
+    raise CaseError(case_id, f"DICOM series has non-uniform slice spacing: gap of {gaps[worst]:.3g} mm between {first} "
+                             f"and {second} (expected {expected:.3g} mm); {hint}")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,9 +10,9 @@ import SimpleITK as sitk
 from mass_core.datasets import CaseSource, class_names, list_cases
 from mass_core.errors import CaseError
 from mass_core.imageio import read_image
-from mass_core.standardize import StandardizeParams, standardize_case
+from mass_core.standardize import StandardizeParams, run_standardize, standardize_case
 
-from volumes import make_image
+from volumes import OBLIQUE_FREE_DIRECTION, make_image
 
 
 def _volume(seed=0):
@@ -72,6 +73,60 @@ def test_dicom_series_standardizes_like_its_nifti(tmp_path):
     b = standardize_case(CaseSource("n", tmp_path / "case.nii.gz", None, "CT"), tmp_path / "b", StandardizeParams())
     assert a["crop_box"] == b["crop_box"]
     np.testing.assert_allclose(np.load(tmp_path / "a" / "image.npy"), np.load(tmp_path / "b" / "image.npy"), atol=1e-4)
+
+
+def _forty_slice_series(folder):
+    """A 40-slice CT series at 2 mm, its slice normal pointing along -z, so positions must be projected."""
+    array = np.full((16, 14, 40), -1000, np.int16)
+    array[3:13, 3:11, :] = 10 * np.arange(40, dtype=np.int16)
+    image = make_image(array, spacing=(0.9, 1.1, 2.0), origin=(-10.0, 20.0, 5.0), direction=OBLIQUE_FREE_DIRECTION)
+    write_dicom_series(image, folder)
+    return image
+
+
+def test_complete_dicom_series_keeps_its_slice_spacing(tmp_path):
+    image = _forty_slice_series(tmp_path / "series")
+    read = read_image(tmp_path / "series", "complete")
+    np.testing.assert_allclose(read.GetSpacing(), (0.9, 1.1, 2.0), atol=1e-4)
+    np.testing.assert_allclose(read.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
+
+
+def test_dicom_series_with_a_missing_slice_is_skipped_with_the_gap(tmp_path, capfd):
+    _forty_slice_series(tmp_path / "series")
+    (tmp_path / "series" / "slice020.dcm").unlink()
+    case = CaseSource("gap", tmp_path / "series", None, "CT")
+    meta = run_standardize(case, tmp_path / "out", StandardizeParams(), on_error="skip")
+    assert meta["status"] == "skipped"
+    assert meta["reason"] == ("DICOM series has non-uniform slice spacing: gap of 4 mm between slice019.dcm and slice021.dcm "
+                              "(expected 2 mm); a slice is probably missing")
+    # The reason is the one line the user sees, not ITK's warning about the spacing it would have assumed.
+    assert capfd.readouterr().err == f"skipped: case 'gap': {meta['reason']}\n"
+    assert not (tmp_path / "out" / "image.npy").exists()
+
+
+def _drop_position(ds):
+    del ds.ImagePositionPatient
+
+
+def _two_value_orientation(ds):
+    ds.ImageOrientationPatient = [1, 0]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (_drop_position, "DICOM file slice005.dcm has no ImagePositionPatient (0020,0032); its slice position is unknown"),
+    (_two_value_orientation, "DICOM file slice005.dcm has a malformed ImagePositionPatient or ImageOrientationPatient"),
+])
+def test_dicom_slice_without_a_usable_position_is_rejected(tmp_path, edit, reason):
+    pydicom = pytest.importorskip("pydicom")
+    _forty_slice_series(tmp_path / "series")
+    path = tmp_path / "series" / "slice005.dcm"
+    ds = pydicom.dcmread(path)
+    edit(ds)
+    ds.save_as(path)
+    with pytest.raises(CaseError) as caught:
+        read_image(tmp_path / "series", "pos")
+    assert str(caught.value) == f"case 'pos': {reason}"
 
 
 def test_folder_with_two_series_is_rejected(tmp_path):
@@ -158,3 +213,26 @@ def test_class_names_from_either_dataset_json_convention(tmp_path):
     # The phantom's names are known before the dataset is generated.
     phantom = class_names({"layout": "phantom", "root": str(tmp_path / "not_yet")})
     assert phantom[1] == "liver" and phantom[7] == "lesion" and 0 not in phantom
+
+
+def test_case_id_unfit_for_a_wildcard_names_the_file_to_rename(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name in ("ok_1.nii.gz", "scan{1}.nii.gz", "a,b.nrrd", "-x.mha"):
+        sitk.WriteImage(_volume(), str(tmp_path / "images" / name))
+    with pytest.raises(ValueError) as caught:
+        list_cases({"layout": "folder", "root": str(tmp_path), "modality": "CT"})
+    assert str(caught.value) == (
+        f"{tmp_path / 'images' / '-x.mha'}: case id '-x' starts with '-'; case ids name output files, Snakemake wildcards "
+        "and cluster jobs, so they may hold only ASCII letters, digits, '.', '_', '-' and '+', and start with a letter, "
+        "digit or '_'; rename the file (2 more files need renaming: a,b.nrrd, scan{1}.nii.gz)")
+
+
+@pytest.mark.parametrize("name, problem", [("scan{1}", "contains '{', '}'"), ("a b", "contains ' '"), ("50%", "contains '%'"),
+                                           ("tête", "contains 'ê'"), ("", "is empty")])
+def test_case_id_problem_is_named(tmp_path, name, problem):
+    (tmp_path / "imagesTr").mkdir()
+    sitk.WriteImage(_volume(), str(tmp_path / "imagesTr" / f"{name}_0000.nii.gz"))
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}}))
+    prefix = re.escape(f"{tmp_path / 'imagesTr' / f'{name}_0000.nii.gz'}: case id '{name}' {problem}; ")
+    with pytest.raises(ValueError, match=f"^{prefix}"):
+        list_cases({"layout": "nnunet", "root": str(tmp_path), "modality": "auto"})

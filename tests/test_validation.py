@@ -87,6 +87,37 @@ def test_bad_image_gives_one_line_reason_naming_the_case(kind, tmp_path):
     assert not (tmp_path / "out" / "meta.json").exists()
 
 
+def _nrrd_truncated(path):
+    _write(path, make_image(_body()))
+    data = path.read_bytes()
+    path.write_bytes(data[:-500])
+    return path
+
+
+def _nrrd_without_data_file(path):
+    sitk.WriteImage(make_image(_body()), str(path), False)
+    path.with_suffix(".raw").unlink()
+    return path
+
+
+def _nrrd_bad_sizes(path):
+    _write(path, make_image(_body()))
+    path.write_bytes(path.read_bytes().replace(b"sizes: 12 12 10", b"sizes: 12 x 10"))
+    return path
+
+
+@pytest.mark.parametrize("make, name, reason", [
+    (_nrrd_truncated, "img.nrrd", "fread got only 1190 2-sized things, not 1440 (82.6389% of expected)"),
+    (_nrrd_without_data_file, "img.nhdr", "couldn't open \"{folder}/img.raw\" (data file 1 of 1) for reading"),
+    (_nrrd_bad_sizes, "img.nrrd", "axis 1 size is zero!"),
+])
+def test_broken_nrrd_error_carries_teems_reason(tmp_path, make, name, reason):
+    path = make(tmp_path / name)
+    with pytest.raises(CaseError) as caught:
+        read_image(path, "nrrd")
+    assert str(caught.value) == f"case 'nrrd': unreadable or corrupt image {path}: {reason.format(folder=tmp_path)}"
+
+
 def test_negative_spacing_in_memory_is_rejected():
     from mass_core.validation import check_image
 

@@ -47,6 +47,16 @@ def test_schema_rejects_unknown_keys(tmp_path):
     assert result.returncode != 0 and "spacnig" in result.stdout + result.stderr
 
 
+# Snakemake's own notice whenever --configfile adds to config/config.yaml, printed before the workflow is read.
+CONFIG_NOTICE = "Config file config/config.yaml is extended by additional config specified via the command line."
+
+
+def _own_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """The non-empty lines of a failed run's output, less Snakemake's notice about merged config files."""
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    return [line for line in lines if line != CONFIG_NOTICE]
+
+
 def planned_jobs(*extra_configs: str) -> dict[str, int]:
     """Jobs per rule that a dry run of the tiny config (merged with ``extra_configs``) plans."""
     out = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", *extra_configs).stdout
@@ -147,3 +157,29 @@ def test_bad_cases_are_skipped_and_reported_not_lost(tmp_path):
     assert result.returncode != 0
     log = (REPO / "logs/standardize/mixed/flat.log").read_text()
     assert "case 'flat': image is constant" in log
+
+
+def test_file_name_unfit_for_a_wildcard_stops_the_dag_with_one_line(tmp_path):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    for name in ("ok.nii.gz", "scan{1}.nii.gz"):
+        sitk.WriteImage(make_image(_body(0)), str(tmp_path / "data" / "images" / name))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
+                                      "datasets": {"mixed": {"layout": "folder", "root": str(tmp_path / "data"), "modality": "CT"}}}))
+    result = snakemake("-n", str(tmp_path / "results" / "mixed" / "manifest.parquet"), "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert _own_lines(result) == [f"dataset 'mixed': {tmp_path / 'data' / 'images' / 'scan{1}.nii.gz'}: case id 'scan{{1}}' contains "
+                                  "'{', '}'; case ids name output files, Snakemake wildcards and cluster jobs, so they may hold only "
+                                  "ASCII letters, digits, '.', '_', '-' and '+', and start with a letter, digit or '_'; rename the file"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"pretrian": {"steps": 3}}, "config error: unknown key 'pretrian' at top level (did you mean 'pretrain'? allowed: cluster, "
+                                 "datasets, evaluation, pretrain, proposals, results, splits, standardize)"),
+    ({"standardize": {"spacing": [1.0, "wide", 1.0]}}, "config error: standardize.spacing[1]: 'wide' is not of type 'number'"),
+])
+def test_config_error_is_one_line_naming_the_key(tmp_path, override, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(override))
+    result = snakemake("-n", "all", "--configfile", str(bad), check=False)
+    assert result.returncode != 0 and _own_lines(result) == [message]

@@ -1,15 +1,26 @@
 import json
+import sys
 from pathlib import Path
 
+from jsonschema import ValidationError
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from mass_core.config_errors import config_error
 from mass_core.datasets import class_names, list_cases
 from mass_core.evaluate.aggregate import TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
 from mass_core.pretrain.trainer import snapshot_path
 from mass_core.provenance import provenance_path
 
-validate(config, schema="../schemas/config.schema.yaml")
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError as err:
+    # Snakemake's message dumps the schema and the config; the jsonschema
+    # error it was raised from says in one line which key is wrong.
+    if not isinstance(err.__context__, ValidationError):
+        raise
+    sys.exit(config_error(err.__context__))
 
 RESULTS = config["results"]
 DATASETS = config["datasets"]
@@ -31,7 +42,16 @@ def _dataset_root(name):
     return DATASETS[name]["root"]
 
 
-CASES = {name: {case.case_id: case for case in list_cases(spec)} for name, spec in DATASETS.items()}
+def _dataset_cases(name):
+    try:
+        return {case.case_id: case for case in list_cases(DATASETS[name])}
+    except ValueError as err:
+        # A bad dataset stops the run with its one-line reason, without the
+        # traceback through this file that Snakemake prints for an exception.
+        sys.exit(f"dataset {name!r}: {err}")
+
+
+CASES = {name: _dataset_cases(name) for name in DATASETS}
 
 
 def case_source(wildcards):
