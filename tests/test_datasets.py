@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import locale
 import json
 import re
 
@@ -25,6 +26,7 @@ def _volume(seed=0):
 def write_dicom_series(image: sitk.Image, folder) -> None:
     """Write ``image`` as a CT DICOM series, one file per axial slice."""
     folder.mkdir(parents=True)
+    saved_locale = locale.setlocale(locale.LC_ALL)
     cast = sitk.Cast(image, sitk.sitkInt16)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -47,6 +49,9 @@ def write_dicom_series(image: sitk.Image, folder) -> None:
         slice_image.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.1.1234567892.{k + 1}")
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
         writer.Execute(slice_image)
+    # GDCM's writer switches the process to the C locale and leaves it there,
+    # after which every text file read without an encoding is read as ASCII.
+    locale.setlocale(locale.LC_ALL, saved_locale)
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", "dicom"])
