@@ -168,7 +168,7 @@ def test_pretraining_killed_at_any_checkpoint_resumes_to_the_uninterrupted_weigh
     from pretrain.tiny_models import TINY_ENCODER, TINY_MASS
 
     data = write_synthetic_dataset(tmp_path / "data", n_cases=3, shape=(24, 24, 24))
-    sections = {"train": {"steps": 4, "batch_size": 2, "checkpoint_every": 1, "log_every": 2},
+    sections = {"train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 2},
                 "encoder": TINY_ENCODER, "mass": TINY_MASS}
 
     def job(out: Path) -> str:
@@ -193,7 +193,7 @@ assert result.exit_code == 0
 
     commits = _kill_everywhere(job(tmp_path / "out"), tmp_path / "out", None,
                                lambda out: (out / "final.pt").is_file() and (out / "encoder.pt").is_file(), check)
-    assert commits >= 6  # a checkpoint per step, the metrics log, final.pt, encoder.pt
+    assert commits >= 4  # the step-2 checkpoint, the metrics log, final.pt, encoder.pt
 
 
 def test_finetuning_killed_at_any_commit_reruns_to_the_uninterrupted_metrics(tmp_path):
