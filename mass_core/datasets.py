@@ -211,8 +211,11 @@ def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
                    key=lambda case: case.case_id)
     _check_case_ids(cases)
     ids = [case.case_id for case in cases]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate case ids in dataset at {spec.get('root')}")
+    repeated = sorted({cid for cid, following in zip(ids, ids[1:]) if cid == following})
+    if repeated:
+        named = ", ".join(repr(cid) for cid in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        raise ValueError(f"{len(repeated)} duplicate case id(s) in dataset at {spec.get('root')}: {named}; "
+                         "each image file name (less its extension) must be unique")
     return cases
 
 

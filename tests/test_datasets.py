@@ -216,6 +216,16 @@ def test_msd_training_entry_without_image_names_the_file_and_entry(tmp_path):
                                  '{"label": "./labelsTr/b.nii.gz"}')
 
 
+def test_repeated_msd_case_ids_are_listed(tmp_path):
+    names = ["a/x", "b/x", "a/y", "b/y", "c/y"] + [f"{d}/z{i}" for i in range(5) for d in "ab"]
+    info = {"training": [{"image": f"./{name}.nii.gz"} for name in names]}
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError) as caught:
+        list_cases({"layout": "msd", "root": str(tmp_path), "modality": "CT"})
+    assert str(caught.value) == (f"7 duplicate case id(s) in dataset at {tmp_path}: 'x', 'y', 'z0', 'z1', 'z2', ...; "
+                                 "each image file name (less its extension) must be unique")
+
+
 def test_duplicate_case_in_folder_is_rejected(tmp_path):
     (tmp_path / "images").mkdir()
     sitk.WriteImage(_volume(), str(tmp_path / "images" / "a.nii.gz"))
