@@ -86,11 +86,24 @@ def _folder(spec: dict[str, Any]) -> list[CaseSource]:
     return [CaseSource(cid, path, labels.get(cid), spec["modality"]) for cid, path in images.items()]
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A ``dataset.json`` as a dict; a file that is no JSON object raises a ``ValueError`` naming it."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: {error.reason} at byte {error.start}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} must hold a JSON object, found a {type(info).__name__}")
+    return info
+
+
 def _dataset_json(root: Path) -> dict[str, Any]:
     path = root / "dataset.json"
     if not path.is_file():
         raise ValueError(f"{root} has no dataset.json")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _read_json(path)
 
 
 def _modality_from(spec: dict[str, Any], names: dict[str, str]) -> str:
@@ -116,7 +129,13 @@ def _msd(spec: dict[str, Any]) -> list[CaseSource]:
     info = _dataset_json(root)
     modality = _modality_from(spec, info.get("modality", {}))
     cases = []
-    for entry in info.get("training", []):
+    training = info.get("training", [])
+    if not isinstance(training, list):
+        raise ValueError(f"{root / 'dataset.json'}: \"training\" must be a list of {{\"image\": ..., \"label\": ...}} entries")
+    for index, entry in enumerate(training):
+        if not isinstance(entry, dict) or not entry.get("image") or not isinstance(entry["image"], str):
+            raise ValueError(f"{root / 'dataset.json'}: training entry {index} (counting from 0) has no \"image\" path: "
+                             f"{json.dumps(entry)[:80]}")
         image = (root / entry["image"]).resolve()
         label = (root / entry["label"]).resolve() if entry.get("label") else None
         cases.append(CaseSource(strip_image_suffix(image.name), image, label, modality))
@@ -192,8 +211,11 @@ def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
                    key=lambda case: case.case_id)
     _check_case_ids(cases)
     ids = [case.case_id for case in cases]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate case ids in dataset at {spec.get('root')}")
+    repeated = sorted({cid for cid, following in zip(ids, ids[1:]) if cid == following})
+    if repeated:
+        named = ", ".join(repr(cid) for cid in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        raise ValueError(f"{len(repeated)} duplicate case id(s) in dataset at {spec.get('root')}: {named}; "
+                         "each image file name (less its extension) must be unique")
     return cases
 
 
@@ -210,7 +232,7 @@ def class_names(spec: dict[str, Any]) -> dict[int, str]:
 
         return {k: v for k, v in LABELS.items() if k != 0}
     path = Path(spec["root"]) / "dataset.json"
-    labels = json.loads(path.read_text(encoding="utf-8")).get("labels", {}) if path.is_file() else {}
+    labels = _read_json(path).get("labels", {}) if path.is_file() else {}
     names: dict[int, str] = {}
     for key, value in labels.items():
         if str(key).isdigit():

@@ -55,7 +55,23 @@ def read_case_table(path: str | os.PathLike) -> pd.DataFrame:
         bad = sorted(set(table["split"].dropna()) - set(SPLITS))
         if bad:
             raise ValueError(f"{path}: unknown split names {bad}; expected {SPLITS}")
+    if "class_label" in table.columns:
+        table["class_label"] = pd.array([_class_label(path, cid, value) for cid, value in zip(table["case_id"], table["class_label"])],
+                                        dtype="Int64")
     return table
+
+
+def _class_label(path: str | os.PathLike, case_id: str, value: Any) -> int | None:
+    """A case table's ``class_label`` as an int (``None`` where empty); anything but a whole number raises."""
+    if pd.isna(value):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer():
+        raise ValueError(f"{path}: case {case_id!r}: class_label {value!r} is not an integer class id")
+    return int(number)
 
 
 def assign_splits(case_ids: Iterable[str], strata: dict[str, int], fixed: dict[str, str], params: SplitParams) -> dict[str, str]:

@@ -198,6 +198,34 @@ def test_bad_dataset_specs(spec, message):
         list_cases(spec)
 
 
+@pytest.mark.parametrize("layout", ["msd", "nnunet"])
+def test_dataset_json_that_is_not_json_names_the_file_and_position(tmp_path, layout):
+    (tmp_path / "dataset.json").write_text('{\n  "training": [\n    {"image": "a.nii.gz",}\n  ]\n}\n')
+    with pytest.raises(ValueError) as caught:
+        list_cases({"layout": layout, "root": str(tmp_path), "modality": "CT"})
+    assert str(caught.value) == (f"{tmp_path / 'dataset.json'} is not valid JSON: "
+                                 "Expecting property name enclosed in double quotes at line 3 column 26")
+
+
+def test_msd_training_entry_without_image_names_the_file_and_entry(tmp_path):
+    info = {"training": [{"image": "./imagesTr/a.nii.gz"}, {"label": "./labelsTr/b.nii.gz"}]}
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError) as caught:
+        list_cases({"layout": "msd", "root": str(tmp_path), "modality": "CT"})
+    assert str(caught.value) == (f"{tmp_path / 'dataset.json'}: training entry 1 (counting from 0) has no \"image\" path: "
+                                 '{"label": "./labelsTr/b.nii.gz"}')
+
+
+def test_repeated_msd_case_ids_are_listed(tmp_path):
+    names = ["a/x", "b/x", "a/y", "b/y", "c/y"] + [f"{d}/z{i}" for i in range(5) for d in "ab"]
+    info = {"training": [{"image": f"./{name}.nii.gz"} for name in names]}
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError) as caught:
+        list_cases({"layout": "msd", "root": str(tmp_path), "modality": "CT"})
+    assert str(caught.value) == (f"7 duplicate case id(s) in dataset at {tmp_path}: 'x', 'y', 'z0', 'z1', 'z2', ...; "
+                                 "each image file name (less its extension) must be unique")
+
+
 def test_duplicate_case_in_folder_is_rejected(tmp_path):
     (tmp_path / "images").mkdir()
     sitk.WriteImage(_volume(), str(tmp_path / "images" / "a.nii.gz"))

@@ -70,3 +70,16 @@ def test_case_table_with_unknown_split_is_rejected(tmp_path):
     pd.DataFrame({"case_id": ["a"], "split": ["holdout"]}).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(ValueError, match="unknown split names"):
         read_case_table(tmp_path / "t.csv")
+
+
+@pytest.mark.parametrize("value, shown", [("x", "'x'"), ("1.5", "1.5"), ("inf", "inf")])
+def test_case_table_with_a_class_label_that_is_no_integer_names_file_case_and_value(tmp_path, value, shown):
+    (tmp_path / "t.csv").write_text(f"case_id,class_label\na,1\nb,{value}\nc,\n")
+    with pytest.raises(ValueError) as caught:
+        read_case_table(tmp_path / "t.csv")
+    assert str(caught.value) == f"{tmp_path / 't.csv'}: case 'b': class_label {shown} is not an integer class id"
+
+
+def test_case_table_class_labels_are_whole_numbers_or_missing(tmp_path):
+    (tmp_path / "t.csv").write_text("case_id,class_label\na,1\nb,2.0\nc,\n")
+    assert list(read_case_table(tmp_path / "t.csv")["class_label"].astype(object).fillna(-1)) == [1, 2, -1]

@@ -84,11 +84,19 @@ def test_label_counts_add_case_budget_runs(tmp_path):
     assert "finetune/mass/cases_1/seed_0/predictions.npz" in out
 
 
-def test_a_study_needs_a_label_budget(tmp_path):
-    override = tmp_path / "none.yaml"
-    override.write_text(yaml.safe_dump({"evaluation": {"label_fractions": [], "label_counts": []}}))
+@pytest.mark.parametrize("evaluation, message", [
+    ({"label_fractions": [], "label_counts": []},
+     "config error: evaluation: label_fractions and label_counts are both empty; give at least one label budget"),
+    ({"label_fractions": [0.5, 1.0], "seeds_by_fraction": {0.3: [0, 1]}},
+     "config error: evaluation.seeds_by_fraction: 0.3 is not one of the study's fraction budgets [0.5, 1.0]"),
+    ({"label_counts": [1], "seeds_by_count": {5: [0]}},
+     "config error: evaluation.seeds_by_count: 5 is not one of the study's cases budgets [1]"),
+])
+def test_bad_label_budgets_stop_the_dag_with_one_line(tmp_path, evaluation, message):
+    override = tmp_path / "budgets.yaml"
+    override.write_text(yaml.safe_dump({"evaluation": evaluation}))
     result = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", str(override), check=False)
-    assert result.returncode != 0 and "label_fractions and label_counts are both empty" in result.stdout + result.stderr
+    assert result.returncode != 0 and _own_lines(result) == [message]
 
 
 @pytest.mark.slow
@@ -159,18 +167,32 @@ def test_bad_cases_are_skipped_and_reported_not_lost(tmp_path):
     assert "case 'flat': image is constant" in log
 
 
+def _dag_lines_of_one_dataset(tmp_path: Path, name: str, layout: str) -> list[str]:
+    """The output lines of a failed dry run of a config with one dataset at ``tmp_path/data``."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
+                                      "datasets": {name: {"layout": layout, "root": str(tmp_path / "data"), "modality": "CT"}}}))
+    result = snakemake("-n", str(tmp_path / "results" / name / "manifest.parquet"), "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    return _own_lines(result)
+
+
 def test_file_name_unfit_for_a_wildcard_stops_the_dag_with_one_line(tmp_path):
     (tmp_path / "data" / "images").mkdir(parents=True)
     for name in ("ok.nii.gz", "scan{1}.nii.gz"):
         sitk.WriteImage(make_image(_body(0)), str(tmp_path / "data" / "images" / name))
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
-                                      "datasets": {"mixed": {"layout": "folder", "root": str(tmp_path / "data"), "modality": "CT"}}}))
-    result = snakemake("-n", str(tmp_path / "results" / "mixed" / "manifest.parquet"), "--configfile", str(config), check=False)
-    assert result.returncode != 0
-    assert _own_lines(result) == [f"dataset 'mixed': {tmp_path / 'data' / 'images' / 'scan{1}.nii.gz'}: case id 'scan{{1}}' contains "
-                                  "'{', '}'; case ids name output files, Snakemake wildcards and cluster jobs, so they may hold only "
-                                  "ASCII letters, digits, '.', '_', '-' and '+', and start with a letter, digit or '_'; rename the file"]
+    assert _dag_lines_of_one_dataset(tmp_path, "mixed", "folder") == [
+        f"dataset 'mixed': {tmp_path / 'data' / 'images' / 'scan{1}.nii.gz'}: case id 'scan{{1}}' contains "
+        "'{', '}'; case ids name output files, Snakemake wildcards and cluster jobs, so they may hold only "
+        "ASCII letters, digits, '.', '_', '-' and '+', and start with a letter, digit or '_'; rename the file"]
+
+
+def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset.json").write_text('{"training": [{"label": "./labelsTr/a.nii.gz"}]}')
+    assert _dag_lines_of_one_dataset(tmp_path, "dec", "msd") == [
+        f"dataset 'dec': {tmp_path / 'data' / 'dataset.json'}: training entry 0 (counting from 0) has no "
+        '"image" path: {"label": "./labelsTr/a.nii.gz"}']
 
 
 @pytest.mark.parametrize("override, message", [

@@ -110,10 +110,16 @@ def load_incontext_segmenter(path: str | os.PathLike) -> InContextSegmenter:
     """The EMA in-context model of a MASS training checkpoint (``final.pt``), in eval mode.
 
     Raises:
-        ValueError: the file is not a MASS training checkpoint (for example an
-            ``encoder.pt``, or a MIM checkpoint, which has no in-context model).
+        ValueError: the file is missing or is not a MASS training checkpoint (for
+            example an ``encoder.pt``, or a MIM checkpoint, which has no in-context model).
     """
-    state = load_checkpoint(path, method="mass")
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"checkpoint {path} not found")
+    state = load_checkpoint(path)
+    if state.method != "mass":
+        raise ValueError(f"{path} is a {state.method!r} checkpoint; in-context segmentation needs a MASS checkpoint "
+                         "(results/pretrain/mass/final.pt)")
     model = InContextSegmenter(InContextConfig.from_dict(state.model_config))
     load_state_dict_checked(model, state.ema, f"{path} (EMA weights)")
     return model.eval()

@@ -276,7 +276,10 @@ def run_finetune(
     device = resolve_device(params.device)
     classes = dataset_classes(manifest_path)
     train_all = load_split(manifest_path, "train", require_labels=True)
-    chosen = budget.subset([c.case_id for c in train_all], subset_seed)
+    try:
+        chosen = budget.subset([c.case_id for c in train_all], subset_seed)
+    except ValueError as error:  # an empty train split, or a case-count budget larger than it
+        raise ValueError(f"{manifest_path}: {error}") from None
     share = len(chosen) / len(train_all)
     train = [c for c in train_all if c.case_id in set(chosen)]
     val = load_split(manifest_path, "val", require_labels=True)
@@ -290,7 +293,7 @@ def run_finetune(
         if encoder_weights is None:
             raise ValueError("MASS-FT (whole_model) needs the MASS training checkpoint as encoder_weights")
         model: SegmentationNet | ClassPriorNet = build_class_prior_model(
-            encoder_weights, {c.case_id: (c.image, c.label) for c in train}, classes, params.crop, device)
+            encoder_weights, {c.case_id: (c.image, c.label) for c in train}, classes, params.crop, device, source=manifest_path)
     else:
         model = build_segmentation_model(len(classes) + 1, encoder_config, encoder_weights, seed)
     model = model.to(device)

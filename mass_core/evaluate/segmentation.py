@@ -174,7 +174,8 @@ class ClassPriorNet(nn.Module):
 
 
 def build_class_prior_model(checkpoint: str | os.PathLike, references: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                            classes: Sequence[int], crop: Sequence[int], device: torch.device) -> ClassPriorNet:
+                            classes: Sequence[int], crop: Sequence[int], device: torch.device,
+                            source: str | os.PathLike = "the training cases") -> ClassPriorNet:
     """MASS-FT from a MASS training checkpoint, with priors from every labeled training case.
 
     Args:
@@ -183,6 +184,7 @@ def build_class_prior_model(checkpoint: str | os.PathLike, references: Mapping[s
         classes: the dataset's foreground classes, in output-channel order.
         crop: reference crop size, centred on each class (the training crop).
         device: where the priors are computed.
+        source: where ``references`` come from (the manifest), named in errors.
 
     A class absent from every training case gets the mean of the other priors:
     it has no example to start from, and training only ever tells it "not here".
@@ -191,7 +193,8 @@ def build_class_prior_model(checkpoint: str | os.PathLike, references: Mapping[s
     present = {int(c): [cid for cid, (_, label) in references.items() if np.any(np.asarray(label) == c)] for c in classes}
     chosen = {c: ids for c, ids in present.items() if ids}
     if not chosen:
-        raise ValueError("no training case contains any of the classes; MASS-FT has nothing to start its priors from")
+        raise ValueError(f"{source}: no training case contains any of the classes {[int(c) for c in classes]}; "
+                         "MASS-FT has nothing to start its priors from")
     known = reference_tokens(model, references, chosen, crop, device)
     fallback = TaskTokens.mean([known.select([i]) for i in range(known.num_masks)])
     index = {c: i for i, c in enumerate(chosen)}

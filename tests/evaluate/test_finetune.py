@@ -105,11 +105,14 @@ def test_finetune_with_ignored_voxels_trains_and_scores_the_rest(tmp_path):
     assert all(np.isfinite(h["loss"]) for h in summary["history"])
 
 
-def test_finetune_rejects_more_cases_than_the_train_split(tmp_path):
-    manifest = write_dataset(tmp_path / "data", {"train": [0, 1], "val": [2], "test": [3]})
-    with pytest.raises(ValueError, match="cases_3: 3 cases asked for, but the train split has 2"):
+@pytest.mark.parametrize("train, reason", [([0, 1], "label budget cases_3: 3 cases asked for, but the train split has 2"),
+                                           ([], "the training split has no cases")])
+def test_finetune_rejects_a_train_split_smaller_than_the_budget_naming_the_manifest(tmp_path, train, reason):
+    manifest = write_dataset(tmp_path / "data", {"train": train, "val": [2], "test": [3]})
+    with pytest.raises(ValueError) as caught:
         run_finetune(manifest, tmp_path / "out", dataset="tiny", method="scratch", budget=Budget("cases", 3), seed=0,
                      subset_seed=0, encoder_weights=None, encoder_config=TINY_ENCODER, params=PARAMS, threads=1)
+    assert str(caught.value) == f"{manifest}: {reason}"
 
 
 @pytest.mark.slow

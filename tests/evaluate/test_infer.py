@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
@@ -10,6 +11,7 @@ import SimpleITK as sitk
 from mass_core.evaluate.fewshot import FewshotParams
 from mass_core.evaluate.infer import InferParams, label_map, main_infer, segment_scan
 from mass_core.phantom import LABELS, PhantomParams, make_phantom
+from mass_core.pretrain.checkpoint import load_checkpoint, save_checkpoint
 from mass_core.standardize import StandardizeParams, standardize_images
 
 from .conftest import save_mass_checkpoint
@@ -107,3 +109,17 @@ def test_cli_reports_bad_geometry(tmp_path, capsys):
     # Writing next to the input would overwrite it.
     assert main_infer([*common[:2], "--out-dir", str(tmp_path), "--reference", scan, str(tmp_path / "seg.nii.gz"), scan]) == 1
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_cli_names_a_missing_or_unfit_checkpoint_in_one_line(tmp_path, capsys):
+    ref_image, ref_label = phantom_images(1)
+    scan, mask = write(ref_image, tmp_path / "scan.nii.gz"), write(ref_label, tmp_path / "seg.nii.gz")
+    mim = tmp_path / "mim" / "final.pt"
+    save_checkpoint(mim, dataclasses.replace(load_checkpoint(save_mass_checkpoint(tmp_path / "final.pt")), method="mim"))
+    for checkpoint, message in [
+        (tmp_path / "missing.pt", f"checkpoint {tmp_path / 'missing.pt'} not found"),
+        (mim, f"{mim} is a 'mim' checkpoint; in-context segmentation needs a MASS checkpoint (results/pretrain/mass/final.pt)"),
+    ]:
+        args = ["--checkpoint", str(checkpoint), "--out-dir", str(tmp_path / "out"), "--device", "cpu", "--reference", scan, mask, scan]
+        assert main_infer(args) == 1
+        assert capsys.readouterr().err.splitlines() == [f"mass-core infer: error: {message}"]

@@ -91,3 +91,11 @@ def test_a_class_without_training_example_starts_from_the_mean_prior(tmp_path):
     net = build_class_prior_model(save_mass_checkpoint(tmp_path / "final.pt"), {"r2": synthetic_case(2)}, [1, 2], (16, 16, 16),
                                   torch.device("cpu"))
     torch.testing.assert_close(net.tokens[0][:, 1], net.tokens[0][:, 0])
+
+
+def test_class_priors_without_any_example_name_the_manifest(tmp_path):
+    with pytest.raises(ValueError) as caught:
+        build_class_prior_model(save_mass_checkpoint(tmp_path / "final.pt"), {"r2": synthetic_case(2)}, [3, 4], (16, 16, 16),
+                                torch.device("cpu"), source=tmp_path / "manifest.parquet")
+    assert str(caught.value) == (f"{tmp_path / 'manifest.parquet'}: no training case contains any of the classes [3, 4]; "
+                                 "MASS-FT has nothing to start its priors from")

@@ -42,13 +42,20 @@ def _dataset_root(name):
     return DATASETS[name]["root"]
 
 
-def _dataset_cases(name):
+def _or_exit(prefix, make, *args):
+    """`make(*args)`; a ValueError (bad dataset or config) stops the run with one line, `prefix` + its message.
+
+    Without this Snakemake prints the exception under `ValueError in file
+    .../common.smk, line <n>:` with a traceback through this file.
+    """
     try:
-        return {case.case_id: case for case in list_cases(DATASETS[name])}
+        return make(*args)
     except ValueError as err:
-        # A bad dataset stops the run with its one-line reason, without the
-        # traceback through this file that Snakemake prints for an exception.
-        sys.exit(f"dataset {name!r}: {err}")
+        sys.exit(f"{prefix}{err}")
+
+
+def _dataset_cases(name):
+    return {case.case_id: case for case in _or_exit(f"dataset {name!r}: ", list_cases, DATASETS[name])}
 
 
 CASES = {name: _dataset_cases(name) for name in DATASETS}
@@ -135,8 +142,9 @@ def pretrain_outputs():
 
 EVALUATION = config["evaluation"]
 # Label budgets in their sort order: case counts ascending, then fractions ascending.
-BUDGETS = study_budgets(EVALUATION["label_fractions"], EVALUATION["label_counts"])
-FINETUNE_SEEDS = finetune_seeds(BUDGETS, EVALUATION["seeds"], EVALUATION["seeds_by_fraction"], EVALUATION["seeds_by_count"])
+BUDGETS = _or_exit("config error: ", study_budgets, EVALUATION["label_fractions"], EVALUATION["label_counts"])
+FINETUNE_SEEDS = _or_exit("config error: evaluation.", finetune_seeds, BUDGETS, EVALUATION["seeds"],
+                          EVALUATION["seeds_by_fraction"], EVALUATION["seeds_by_count"])
 
 EVALUATION_DIR = f"{RESULTS}/evaluation"
 TABLES_DIR = f"{RESULTS}/tables"
