@@ -205,3 +205,18 @@ def test_config_error_is_one_line_naming_the_key(tmp_path, override, message):
     bad.write_text(yaml.safe_dump(override))
     result = snakemake("-n", "all", "--configfile", str(bad), check=False)
     assert result.returncode != 0 and _own_lines(result) == [message]
+
+
+def test_a_config_naming_its_own_datasets_runs_on_those_alone(tmp_path):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    for i in range(3):
+        sitk.WriteImage(make_image(_body(i)), str(tmp_path / "data" / "images" / f"scan{i}.nii.gz"))
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
+                                      "datasets": {"mine": {"layout": "folder", "root": str(tmp_path / "data"), "modality": "CT"}}}))
+    out = snakemake("--dry-run", "all", "--configfile", str(config)).stdout
+    rows = [line.split() for line in out.splitlines()]
+    jobs = {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+    # The embedded default's phantom is neither generated nor standardized nor pretrained on.
+    assert "generate_phantom" not in jobs and jobs["standardize"] == 3 and jobs["manifest"] == 1
+    assert "phantom" not in out.replace("phantom.smk", "")

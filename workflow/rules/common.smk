@@ -13,6 +13,13 @@ from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
 from mass_core.pretrain.trainer import snapshot_path
 from mass_core.provenance import provenance_path
 
+# Datasets named by the user's --configfile/--config replace the embedded
+# default's instead of joining them: merged, a config for one's own scans would
+# also generate, standardize and pretrain on the demo's phantom.
+_user_config = workflow.config_settings.overwrite_config or {}
+if "datasets" in _user_config:
+    config["datasets"] = _user_config["datasets"]
+
 try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as err:
