@@ -8,11 +8,11 @@ is easy to miss; these messages keep only the key's path and what is wrong.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from jsonschema import ValidationError
 
-__all__ = ["config_error", "key_path"]
+__all__ = ["config_error", "dataset_selection", "key_path"]
 
 
 def key_path(path: Iterable[str | int]) -> str:
@@ -38,3 +38,18 @@ def config_error(error: ValidationError) -> str:
         keys = f"key {unknown[0]!r}" if len(unknown) == 1 else f"keys {', '.join(repr(key) for key in unknown)}"
         return f"config error: unknown {keys} {f'in {where}' if where else 'at top level'} ({hint}allowed: {', '.join(allowed)})"
     return f"config error: {where or 'top level'}: {' '.join(error.message.split())}"
+
+
+def dataset_selection(names: Sequence[str], key: str, configured: Iterable[str]) -> list[str]:
+    """``names`` (a config list of dataset names, e.g. ``pretrain.datasets``), checked against ``configured``.
+
+    Raises:
+        ValueError: a name is not under ``datasets``; the message names the key,
+            the unknown names and the configured ones.
+    """
+    known = list(configured)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"{key} names {', '.join(map(repr, unknown))}, which {'is' if len(unknown) == 1 else 'are'} not "
+                         f"under datasets (configured: {', '.join(known)})")
+    return list(names)

@@ -199,6 +199,10 @@ def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path):
     ({"pretrian": {"steps": 3}}, "config error: unknown key 'pretrian' at top level (did you mean 'pretrain'? allowed: cluster, "
                                  "datasets, evaluation, pretrain, proposals, results, splits, standardize)"),
     ({"standardize": {"spacing": [1.0, "wide", 1.0]}}, "config error: standardize.spacing[1]: 'wide' is not of type 'number'"),
+    ({"evaluation": {"datasets": ["phantm"]}},
+     "config error: evaluation.datasets names 'phantm', which is not under datasets (configured: phantom)"),
+    ({"pretrain": {"datasets": ["phantom", "ct", "mr"]}},
+     "config error: pretrain.datasets names 'ct', 'mr', which are not under datasets (configured: phantom)"),
 ])
 def test_config_error_is_one_line_naming_the_key(tmp_path, override, message):
     bad = tmp_path / "bad.yaml"

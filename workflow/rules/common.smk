@@ -6,7 +6,7 @@ from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from mass_core.config_errors import config_error
+from mass_core.config_errors import config_error, dataset_selection
 from mass_core.datasets import class_names, list_cases
 from mass_core.evaluate.aggregate import TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
@@ -101,7 +101,9 @@ def manifests():
     return [f"{RESULTS}/{name}/manifest.parquet" for name in DATASETS]
 
 
-PRETRAIN_DATASETS = config["pretrain"]["datasets"] or list(DATASETS)
+PRETRAIN_DATASETS = _or_exit(
+    "config error: ", dataset_selection, config["pretrain"]["datasets"], "pretrain.datasets", DATASETS
+) or list(DATASETS)
 METHODS = config["pretrain"]["methods"]
 TRAINED_METHODS = [m for m in METHODS if m != "scratch"]
 
@@ -156,8 +158,11 @@ FINETUNE_SEEDS = _or_exit("config error: evaluation.", finetune_seeds, BUDGETS, 
 EVALUATION_DIR = f"{RESULTS}/evaluation"
 TABLES_DIR = f"{RESULTS}/tables"
 PLOTS_DIR = f"{RESULTS}/plots"
-# Labeled datasets to evaluate on; an empty list means every configured dataset.
-EVAL_DATASETS = EVALUATION["datasets"] or list(DATASETS)
+# Datasets to evaluate on; an empty list means every dataset with a labeled
+# case (an unlabeled pretraining corpus has nothing to finetune or score on).
+EVAL_DATASETS = _or_exit(
+    "config error: ", dataset_selection, EVALUATION["datasets"], "evaluation.datasets", DATASETS
+) or [d for d in DATASETS if any(c.label is not None for c in CASES[d].values())]
 # Methods whose final.pt holds an in-context model, i.e. that segment without training.
 INCONTEXT_METHODS = [m for m in METHODS if m == "mass"]
 
