@@ -45,9 +45,11 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 from threadpoolctl import threadpool_limits
 
 from mass_core import __version__
+from mass_core.arrays import largest_component
 from mass_core.atomic import write_json, write_text, write_with
 
 __all__ = [
@@ -334,12 +336,7 @@ def _write_nifti(array: np.ndarray, case: PhantomCase, path: Path) -> None:
 
 def _rotation(yaw: float, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
     """Rotation matrix Rz(yaw) @ Ry(pitch) @ Rx(roll), angles in radians."""
-    cz, sz, cy, sy, cx, sx = (math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch),
-                              math.cos(roll), math.sin(roll))
-    rz = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
-    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
-    return rz @ ry @ rx
+    return Rotation.from_euler("ZYX", [yaw, pitch, roll]).as_matrix()
 
 
 def _smooth_noise(rng: np.random.Generator, axes: Sequence[np.ndarray], half_widths: Sequence[float],
@@ -370,14 +367,6 @@ def _smooth_noise(rng: np.random.Generator, axes: Sequence[np.ndarray], half_wid
         for c in range(n):  # one plain matrix product per field: numpy's broadcast matmul is far slower
             np.matmul(bx, partial[c], out=out[c])
     return out.reshape(n, len(axes[0]), len(axes[1]), len(axes[2]))
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 6-connected component of ``mask``: carving by neighbours may split off fragments."""
-    labelled, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    return labelled == np.argmax(np.bincount(labelled.ravel())[1:]) + 1
 
 
 def _smooth_min(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
@@ -620,7 +609,7 @@ class _Anatomy:
             pelvis = self._radius((q[0] + 0.45 * semi[0], q[1], q[2]),
                                   (0.4 * semi[0], 0.45 * semi[1], 0.35 * semi[2])) < 1
             abdomen = self.abdomen[box]
-            kidney = _largest_component(abdomen & (f < 0))
+            kidney = largest_component(abdomen & (f < 0))
             self._paint(box, abdomen & (f < 0.45) & ~(self.spine | self.aorta | self.ivc)[box], "fat",
                         self.fine[0], 6.0)
             self._paint(box, kidney, "renal_cortex", self.fine[1], 5.0, label=class_id)
@@ -646,7 +635,7 @@ class _Anatomy:
         f = _smooth_min(right, left, 0.4)
         f += 0.15 * self._shape_noise(2, box, f)
         taken = (self.ivc | self.aorta | self.spine | self.kidney[3] | self.kidney[4] | self.spleen)[box]
-        liver = _largest_component(self.abdomen[box] & (f < 0) & ~taken)
+        liver = largest_component(self.abdomen[box] & (f < 0) & ~taken)
         self._paint(box, liver, "liver", self.medium[4], 7.0, label=1)
         # Branching vessels: tubes where two independent smooth fields are both near zero.
         vessels = liver & (np.abs(self.medium[3][box]) < 0.15) & (np.abs(self.medium[4][box]) < 0.25)
@@ -665,7 +654,7 @@ class _Anatomy:
         f = np.sqrt(u**2 + (v - bend * u**2) ** 2 + w**2) - 1
         f += 0.1 * self._shape_noise(3, box, f)
         taken = (self.spine | self.aorta | self.kidney[3])[box]
-        spleen = _largest_component(self.abdomen[box] & (f < 0) & ~taken)
+        spleen = largest_component(self.abdomen[box] & (f < 0) & ~taken)
         self._paint(box, spleen, "spleen", self.fine[0], 4.0, label=2)
         self.spleen = self._full(box, spleen)
         self._keep_field(2, box, f)

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
+from monai.transforms.utils import generate_spatial_bounding_box
 
+from mass_core.arrays import largest_component
 from mass_core.atomic import commit_folder, write_json, write_npy
 from mass_core.datasets import CaseSource
 from mass_core.errors import CaseError
@@ -106,20 +107,9 @@ def foreground_box(
     mask = array > threshold
     if not mask.any():
         raise CaseError(case_id, f"no foreground: no voxel above the threshold {threshold:g}")
-    components, count = ndimage.label(mask)
-    if count > 1:
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        mask = components == int(sizes.argmax())
     margin = [int(np.ceil(margin_mm / s)) for s in spacing_mm]
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        lo = max(int(present[0]) - margin[axis], 0)
-        hi = min(int(present[-1]) + 1 + margin[axis], array.shape[axis])
-        box.append((lo, hi))
-    return tuple(box)  # type: ignore[return-value]
+    start, end = generate_spatial_bounding_box(largest_component(mask)[None], margin=margin, allow_smaller=True)
+    return tuple((int(lo), int(hi)) for lo, hi in zip(start, end))  # type: ignore[return-value]
 
 
 def normalise(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,31 +21,61 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
 
 
-def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True)
+
+
+def _repository_state() -> list[str] | None:
+    """Changed, untracked and ignored files of the repository (bytecode caches aside); ``None`` outside git."""
+    result = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return None
+    return sorted(line for line in result.stdout.splitlines() if "__pycache__" not in line and ".pytest_cache" not in line)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def repository_untouched():
+    """The workflow tests run Snakemake in temporary folders: the repository gains no logs, results or .snakemake."""
+    before = _repository_state()
+    yield
+    assert _repository_state() == before
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A working directory holding the configs that the Snakefile and the tests name by relative path."""
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "config", work / "config")
+    (work / ".test").mkdir()
+    shutil.copy(REPO / ".test" / "config.yaml", work / ".test" / "config.yaml")
+    return work
+
+
+def snakemake(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
 
 @pytest.mark.parametrize("configfile", [None, ".test/config.yaml"])
-def test_dry_run_plans_every_stage(configfile):
+def test_dry_run_plans_every_stage(configfile, workdir):
     extra = ["--configfile", configfile] if configfile else []
-    out = snakemake("--dry-run", "--forceall", "all", *extra).stdout
+    out = snakemake("--dry-run", "--forceall", "all", *extra, cwd=workdir).stdout
     n_cases = yaml.safe_load((REPO / (configfile or "config/config.yaml")).read_text())["datasets"]["phantom"]["phantom"]["n_cases"]
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["standardize"] == n_cases and counts["manifest"] == 1
 
 
-def test_lint_is_clean():
-    result = snakemake("--lint")
+def test_lint_is_clean(workdir):
+    result = snakemake("--lint", cwd=workdir)
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
-def test_schema_rejects_unknown_keys(tmp_path):
+def test_schema_rejects_unknown_keys(tmp_path, workdir):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"standardize": {"spacnig": [1, 1, 1]}}))
-    result = snakemake("-n", "all", "--configfile", str(bad), check=False)
+    result = snakemake("-n", "all", "--configfile", str(bad), cwd=workdir, check=False)
     assert result.returncode != 0 and "spacnig" in result.stdout + result.stderr
 
 
@@ -57,26 +89,26 @@ def _own_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in lines if line != CONFIG_NOTICE]
 
 
-def planned_jobs(*extra_configs: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *extra_configs: str) -> dict[str, int]:
     """Jobs per rule that a dry run of the tiny config (merged with ``extra_configs``) plans."""
-    out = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", *extra_configs).stdout
+    out = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", *extra_configs, cwd=workdir).stdout
     rows = [line.split() for line in out.splitlines()]
     return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit() and row[0] not in ("total", "all")}
 
 
-def test_seeds_by_fraction_repeat_only_the_named_fraction(tmp_path):
+def test_seeds_by_fraction_repeat_only_the_named_fraction(tmp_path, workdir):
     override = tmp_path / "seeds.yaml"
     override.write_text(yaml.safe_dump({"evaluation": {"label_fractions": [0.5, 1.0], "label_counts": [], "seeds": [0], "seeds_by_fraction": {0.5: [0, 1, 2]}}}))
-    out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override)).stdout
+    out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override), cwd=workdir).stdout
     runs = set(re.findall(r"finetune/([^,\s]+)/metrics\.parquet", out))
     assert {r for r in runs if r.startswith("scratch/")} == {"scratch/fraction_0.5/seed_0", "scratch/fraction_0.5/seed_1",
                                                              "scratch/fraction_0.5/seed_2", "scratch/fraction_1/seed_0"}
 
 
-def test_label_counts_add_case_budget_runs(tmp_path):
+def test_label_counts_add_case_budget_runs(tmp_path, workdir):
     override = tmp_path / "counts.yaml"
     override.write_text(yaml.safe_dump({"evaluation": {"label_fractions": [0.5, 1.0], "seeds": [0], "label_counts": [1, 2], "seeds_by_count": {1: [0, 1]}}}))
-    out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override)).stdout
+    out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override), cwd=workdir).stdout
     runs = set(re.findall(r"finetune/([^,\s]+)/metrics\.parquet", out))
     assert {r for r in runs if r.startswith("scratch/")} == {"scratch/cases_1/seed_0", "scratch/cases_1/seed_1", "scratch/cases_2/seed_0",
                                                              "scratch/fraction_0.5/seed_0", "scratch/fraction_1/seed_0"}
@@ -92,17 +124,17 @@ def test_label_counts_add_case_budget_runs(tmp_path):
     ({"label_counts": [1], "seeds_by_count": {5: [0]}},
      "config error: evaluation.seeds_by_count: 5 is not one of the study's cases budgets [1]"),
 ])
-def test_bad_label_budgets_stop_the_dag_with_one_line(tmp_path, evaluation, message):
+def test_bad_label_budgets_stop_the_dag_with_one_line(tmp_path, evaluation, message, workdir):
     override = tmp_path / "budgets.yaml"
     override.write_text(yaml.safe_dump({"evaluation": evaluation}))
-    result = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", str(override), check=False)
+    result = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", str(override), cwd=workdir, check=False)
     assert result.returncode != 0 and _own_lines(result) == [message]
 
 
 @pytest.mark.slow
-def test_tiny_config_runs_every_stage_and_caches(tmp_path):
-    snakemake("--cores", "2", "--forcerun", "manifest", "all", "--configfile", ".test/config.yaml")
-    results = REPO / ".test/results"
+def test_tiny_config_runs_every_stage_and_caches(tmp_path, workdir):
+    snakemake("--cores", "2", "--forcerun", "manifest", "all", "--configfile", ".test/config.yaml", cwd=workdir)
+    results = workdir / ".test/results"
     manifest = pd.read_parquet(results / "phantom/manifest.parquet")
     assert len(manifest) == 6 and set(manifest["split"]) == {"train", "val", "test"}
     for row in manifest.itertuples():
@@ -117,12 +149,12 @@ def test_tiny_config_runs_every_stage_and_caches(tmp_path):
     dice = pd.read_csv(results / "tables/segmentation_dice.csv")
     assert not dice.empty
     # A second run has nothing to do.
-    assert planned_jobs() == {}
+    assert planned_jobs(workdir) == {}
     # Changing a proposal parameter reruns the proposals and what depends on
     # them (MASS and its evaluations, the tables), nothing upstream and no baseline.
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"proposals": {"sigma_mm": 2.0}}))
-    planned = planned_jobs(str(override))
+    planned = planned_jobs(workdir, str(override))
     assert planned["propose"] == 6 and planned["proposal_recall"] == 1 and planned["pretrain"] == 1
     assert not {"standardize", "manifest", "generate_phantom", "init_scratch", "reconstruction_figure"} & set(planned)
     # MASS-FT and MASS's encoder at 2 label budgets; MASS's learning curve (one snapshot; the last point reuses the main runs).
@@ -138,7 +170,7 @@ def _body(seed: int) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_bad_cases_are_skipped_and_reported_not_lost(tmp_path):
+def test_bad_cases_are_skipped_and_reported_not_lost(tmp_path, workdir):
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
@@ -151,7 +183,7 @@ def test_bad_cases_are_skipped_and_reported_not_lost(tmp_path):
     config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
                                       "datasets": {"mixed": {"layout": "folder", "root": str(root), "modality": "CT"}}}))
     target = str(tmp_path / "results" / "mixed" / "manifest.parquet")
-    snakemake("--cores", "2", target, "--configfile", str(config))
+    snakemake("--cores", "2", target, "--configfile", str(config), cwd=workdir)
     manifest = pd.read_parquet(target)
     assert sorted(manifest["case_id"]) == ["good_a", "good_b", "good_c"]
     skipped = pd.read_csv(tmp_path / "results" / "mixed" / "skipped.csv").set_index("case_id")
@@ -161,36 +193,36 @@ def test_bad_cases_are_skipped_and_reported_not_lost(tmp_path):
     # With on_error: fail the same dataset stops with the reason in the job's log.
     strict = yaml.safe_load(config.read_text()) | {"standardize": {"on_error": "fail"}, "results": str(tmp_path / "strict")}
     config.write_text(yaml.safe_dump(strict))
-    result = snakemake("--cores", "1", "--keep-going", str(tmp_path / "strict/mixed/manifest.parquet"), "--configfile", str(config), check=False)
+    result = snakemake("--cores", "1", "--keep-going", str(tmp_path / "strict/mixed/manifest.parquet"), "--configfile", str(config), cwd=workdir, check=False)
     assert result.returncode != 0
-    log = (REPO / "logs/standardize/mixed/flat.log").read_text()
+    log = (workdir / "logs/standardize/mixed/flat.log").read_text()
     assert "case 'flat': image is constant" in log
 
 
-def _dag_lines_of_one_dataset(tmp_path: Path, name: str, layout: str) -> list[str]:
+def _dag_lines_of_one_dataset(tmp_path: Path, name: str, layout: str, workdir: Path) -> list[str]:
     """The output lines of a failed dry run of a config with one dataset at ``tmp_path/data``."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
                                       "datasets": {name: {"layout": layout, "root": str(tmp_path / "data"), "modality": "CT"}}}))
-    result = snakemake("-n", str(tmp_path / "results" / name / "manifest.parquet"), "--configfile", str(config), check=False)
+    result = snakemake("-n", str(tmp_path / "results" / name / "manifest.parquet"), "--configfile", str(config), cwd=workdir, check=False)
     assert result.returncode != 0
     return _own_lines(result)
 
 
-def test_file_name_unfit_for_a_wildcard_stops_the_dag_with_one_line(tmp_path):
+def test_file_name_unfit_for_a_wildcard_stops_the_dag_with_one_line(tmp_path, workdir):
     (tmp_path / "data" / "images").mkdir(parents=True)
     for name in ("ok.nii.gz", "scan{1}.nii.gz"):
         sitk.WriteImage(make_image(_body(0)), str(tmp_path / "data" / "images" / name))
-    assert _dag_lines_of_one_dataset(tmp_path, "mixed", "folder") == [
+    assert _dag_lines_of_one_dataset(tmp_path, "mixed", "folder", workdir) == [
         f"dataset 'mixed': {tmp_path / 'data' / 'images' / 'scan{1}.nii.gz'}: case id 'scan{{1}}' contains "
         "'{', '}'; case ids name output files, Snakemake wildcards and cluster jobs, so they may hold only "
         "ASCII letters, digits, '.', '_', '-' and '+', and start with a letter, digit or '_'; rename the file"]
 
 
-def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path):
+def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path, workdir):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "dataset.json").write_text('{"training": [{"label": "./labelsTr/a.nii.gz"}]}')
-    assert _dag_lines_of_one_dataset(tmp_path, "dec", "msd") == [
+    assert _dag_lines_of_one_dataset(tmp_path, "dec", "msd", workdir) == [
         f"dataset 'dec': {tmp_path / 'data' / 'dataset.json'}: training entry 0 (counting from 0) has no "
         '"image" path: {"label": "./labelsTr/a.nii.gz"}']
 
@@ -204,10 +236,10 @@ def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path):
     ({"pretrain": {"datasets": ["phantom", "ct", "mr"]}},
      "config error: pretrain.datasets names 'ct', 'mr', which are not under datasets (configured: phantom)"),
 ])
-def test_config_error_is_one_line_naming_the_key(tmp_path, override, message):
+def test_config_error_is_one_line_naming_the_key(tmp_path, override, message, workdir):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(override))
-    result = snakemake("-n", "all", "--configfile", str(bad), check=False)
+    result = snakemake("-n", "all", "--configfile", str(bad), cwd=workdir, check=False)
     assert result.returncode != 0 and _own_lines(result) == [message]
 
 

@@ -14,9 +14,9 @@ averaged over all references that contain it. The output label map gives a
 voxel the label of highest probability among those above the threshold
 (0 where none is).
 
-Errors a user can act on (a mask whose grid differs from its image, a file
-without physical geometry, an unreadable file, a checkpoint that is not a
-MASS training checkpoint) stop the command with a one-line message.
+Scans are read like the standardize stage reads them. Errors a user can act
+on (a mask whose grid differs from its image, an unsupported or unreadable
+file, a checkpoint that is not a MASS training checkpoint) stop the command with a one-line message.
 
 Example::
 
@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -43,7 +42,7 @@ from mass_core.errors import CaseError
 from mass_core.evaluate.fewshot import FewshotParams, class_probabilities, load_incontext_segmenter, reference_tokens
 from mass_core.evaluate.windows import check_window, resolve_device
 from mass_core.geometry import to_original_space
-from mass_core.imageio import read_image
+from mass_core.imageio import IMAGE_SUFFIXES, read_image
 from mass_core.labels import foreground_classes
 from mass_core.standardize import MODALITIES, StandardizeParams, standardize_images
 
@@ -51,8 +50,6 @@ __all__ = ["InferParams", "Segmenter", "build_segmenter", "label_map", "main_inf
 
 # Standardized (X, Y, Z) image -> probabilities (K, X, Y, Z) of the K labels.
 Segmenter = Callable[[np.ndarray], np.ndarray]
-
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -76,38 +73,25 @@ class InferParams:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in _SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return ""
-
-
 def read_scan(path: str | os.PathLike, role: str) -> sitk.Image:
-    """Read a NIfTI / NRRD / MetaImage scan, refusing files without physical geometry.
+    """Read a NIfTI / NRRD / MetaImage scan through the standardize stage's reader.
+
+    A scan the standardize stage reads (:func:`~mass_core.imageio.read_image`)
+    is read here too, a NIfTI or NRRD without orientation fields included.
+    Only the file type is checked on top: the segmentation is written in the
+    scan's own format and file name, which a DICOM folder does not have.
 
     Args:
         path: the file.
         role: what the file is (``"reference image"``, ``"test image"``...), for messages.
 
     Raises:
-        CaseError: unsupported format, a NIfTI whose qform and sform codes are
-            both 0, or a NRRD without a ``space`` field (the position of its
-            voxels in the patient is then unknown), or an unreadable file.
+        CaseError: unsupported file type, or a file :func:`~mass_core.imageio.read_image` rejects.
     """
     path = Path(path)
-    suffix = _suffix(path)
-    if not suffix:
-        raise CaseError(f"{role} {path}", f"unsupported file type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd), which store the scan's geometry")
-    image = read_image(path, f"{role} {path}")
-    if suffix in (".nii", ".nii.gz"):
-        header = nib.load(str(path)).header
-        if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
-            raise CaseError(f"{role} {path}", "NIfTI header has no geometry (qform_code and sform_code are 0); the scan's orientation is unknown")
-    if suffix in (".nrrd", ".nhdr") and not image.HasMetaDataKey("NRRD_space"):
-        raise CaseError(f"{role} {path}", "NRRD header has no 'space' field; the scan's orientation is unknown")
-    return image
+    if not path.name.lower().endswith(IMAGE_SUFFIXES):
+        raise CaseError(f"{role} {path}", "unsupported file type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)")
+    return read_image(path, f"{role} {path}")
 
 
 def label_map(probabilities: np.ndarray, labels: Sequence[int], threshold: float) -> np.ndarray:
@@ -201,7 +185,7 @@ def run_inference(checkpoint: str | os.PathLike, references: Sequence[tuple[str 
 
     Raises:
         ValueError: an output would overwrite its input, or see :func:`build_segmenter`.
-        CaseError: a test image is unreadable, lacks geometry or fails validation.
+        CaseError: a test image is unreadable or fails validation.
     """
     out_dir = Path(out_dir)
     targets = [out_dir / Path(p).name for p in images]

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from mass_core.arrays import crop_padded
+
 __all__ = ["centred_box", "check_window", "extract_crop", "resolve_device", "sliding_window_logits"]
 
 
@@ -59,16 +61,8 @@ def extract_crop(volume: np.ndarray, start: Sequence[int], size: Sequence[int], 
         start: corner of the box in voxels (may be negative).
         size: box size in voxels.
     """
-    out = np.full(tuple(int(s) for s in size), pad_value, dtype=volume.dtype)
-    src, dst = [], []
-    for n, a, s in zip(volume.shape, start, size):
-        lo, hi = max(int(a), 0), min(int(a) + int(s), n)
-        if hi <= lo:
-            return out
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - int(a), hi - int(a)))
-    out[tuple(dst)] = volume[tuple(src)]
-    return out
+    crop = crop_padded(volume, start, size, pad_value)
+    return np.full(tuple(int(s) for s in size), pad_value, dtype=volume.dtype) if crop is None else crop
 
 
 def sliding_window_logits(

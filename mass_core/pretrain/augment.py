@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 __all__ = [
     "STRONG_INTENSITY",
@@ -132,18 +133,6 @@ class SpatialAugConfig:
             raise ValueError(f"rotation_deg must be in [0, 180], got {self.rotation_deg}")
 
 
-def _rotation(angles: np.ndarray) -> np.ndarray:
-    """Rotation matrix composed of rotations about the X, Y and Z axes by ``angles`` (radians)."""
-    matrix = np.eye(3)
-    for axis, angle in enumerate(angles):
-        i, j = [a for a in range(3) if a != axis]
-        r = np.eye(3)
-        r[i, i] = r[j, j] = math.cos(angle)
-        r[i, j], r[j, i] = -math.sin(angle), math.sin(angle)
-        matrix = r @ matrix
-    return matrix
-
-
 def random_affine(rng: np.random.Generator, config: SpatialAugConfig, crop_size: tuple[int, int, int]) -> np.ndarray:
     """Draw an affine and return it as a ``theta`` for :func:`torch.nn.functional.affine_grid`.
 
@@ -165,7 +154,9 @@ def random_affine(rng: np.random.Generator, config: SpatialAugConfig, crop_size:
     if rng.random() < config.probability:
         scales = np.exp(rng.uniform(*np.log(config.scale), size=3))
         angles = np.deg2rad(rng.uniform(-config.rotation_deg, config.rotation_deg, size=3))
-        matrix = _rotation(angles) @ np.diag(scales)
+        # Rz @ Ry @ Rx; the Y angle is negated to keep the matrices (hence the
+        # tasks) of earlier runs, whose hand-written Ry turned the other way.
+        matrix = Rotation.from_euler("xyz", angles * [1, -1, 1]).as_matrix() @ np.diag(scales)
     return affine_theta(matrix, crop_size)
 
 

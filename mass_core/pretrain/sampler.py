@@ -40,6 +40,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from mass_core.arrays import crop_padded
 from mass_core.pretrain.augment import (
     STRONG_INTENSITY,
     WEAK_INTENSITY,
@@ -226,19 +227,10 @@ def read_crop(array: Any, start: Sequence[int], size: Sequence[int]) -> np.ndarr
     Returns:
         ``(..., *size)`` array of ``array``'s dtype.
     """
-    spatial = tuple(array.shape[-3:])
-    lead = tuple(array.shape[:-3])
-    lo = [max(int(s), 0) for s in start]
-    hi = [min(int(s) + int(n), dim) for s, n, dim in zip(start, size, spatial)]
-    if any(h <= low for low, h in zip(lo, hi)):
-        raise ValueError(f"crop at {tuple(start)} of size {tuple(size)} lies outside the array of shape {spatial}")
-    box = tuple(slice(low, h) for low, h in zip(lo, hi))
-    block = np.asarray(array[(slice(None),) * len(lead) + box])
-    if block.shape[-3:] == tuple(size):
-        return np.array(block, copy=True)
-    out = np.zeros(lead + tuple(size), dtype=block.dtype)
-    out[(Ellipsis,) + tuple(slice(low - s, h - s) for low, h, s in zip(lo, hi, start))] = block
-    return out
+    crop = crop_padded(array, start, size)
+    if crop is None:
+        raise ValueError(f"crop at {tuple(start)} of size {tuple(size)} lies outside the array of shape {tuple(array.shape[-3:])}")
+    return crop
 
 
 class TaskSampler:

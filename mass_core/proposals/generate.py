@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from mass_core.arrays import largest_component
 from mass_core.errors import CaseError
 from mass_core.proposals.felzenszwalb3d import CONNECTIVITIES, build_graph, segment_scales
 from mass_core.proposals.labels import label_dtype, pair_counts
@@ -136,12 +137,7 @@ def body_mask(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
         # A stride-2 subsample gives the same histogram at an eighth of the cost.
         threshold = float(threshold_otsu(image[::2, ::2, ::2].ravel()))
     mask = image > threshold
-    components, count = ndimage.label(mask)
-    if count == 0:
-        return mask
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    mask = components == int(sizes.argmax())
+    mask = largest_component(mask)
     # Background components within each axial slice (no links along Z); those
     # that do not touch the slice's border are holes.
     in_plane = np.zeros((3, 3, 3), bool)

@@ -9,10 +9,13 @@ import pytest
 import SimpleITK as sitk
 
 from mass_core.evaluate.fewshot import FewshotParams
-from mass_core.evaluate.infer import InferParams, label_map, main_infer, segment_scan
+from mass_core.datasets import CaseSource
+from mass_core.evaluate.infer import InferParams, label_map, main_infer, read_scan, segment_scan
+from mass_core.geometry import Grid
+from mass_core.imageio import read_image
 from mass_core.phantom import LABELS, PhantomParams, make_phantom
 from mass_core.pretrain.checkpoint import load_checkpoint, save_checkpoint
-from mass_core.standardize import StandardizeParams, standardize_images
+from mass_core.standardize import StandardizeParams, standardize_case, standardize_images
 
 from .conftest import save_mass_checkpoint
 
@@ -96,19 +99,40 @@ def test_cli_reports_bad_geometry(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "reference scan.nii.gz (mask bad_seg.nii.gz)" in err and "label origin" in err and "does not match image origin" in err
 
-    # A NIfTI without geometry (qform and sform codes 0).
-    nib.save(nib.Nifti1Image(sitk.GetArrayFromImage(ref_image).transpose(2, 1, 0), None), tmp_path / "nogeo.nii.gz")
-    assert main_infer([*common, "--reference", scan, write(ref_label, tmp_path / "seg.nii.gz"), str(tmp_path / "nogeo.nii.gz")]) == 1
-    assert "no geometry" in capsys.readouterr().err
-
-    # A format that stores no geometry at all.
+    # A format whose segmentation could not be written back like its input.
     (tmp_path / "scan.png").write_bytes(b"")
-    assert main_infer([*common, "--reference", scan, str(tmp_path / "seg.nii.gz"), str(tmp_path / "scan.png")]) == 1
+    assert main_infer([*common, "--reference", scan, write(ref_label, tmp_path / "seg.nii.gz"), str(tmp_path / "scan.png")]) == 1
     assert "unsupported file type" in capsys.readouterr().err
 
     # Writing next to the input would overwrite it.
     assert main_infer([*common[:2], "--out-dir", str(tmp_path), "--reference", scan, str(tmp_path / "seg.nii.gz"), scan]) == 1
     assert "overwrite" in capsys.readouterr().err
+
+
+def _nrrd_without_space(array: np.ndarray, path: Path) -> Path:
+    """An NRRD with spacings but no ``space`` field, as some exporters write it (array in (X, Y, Z))."""
+    header = (f"NRRD0004\ntype: int16\ndimension: 3\nsizes: {' '.join(map(str, array.shape))}\n"
+              "spacings: 3 3 5\nencoding: raw\nendian: little\n\n")
+    path.write_bytes(header.encode() + np.ascontiguousarray(array.transpose(2, 1, 0), "<i2").tobytes())
+    return path
+
+
+def test_infer_reads_the_scans_that_standardize_reads(tmp_path):
+    array = make_phantom(1, PHANTOM).image_hu.astype(np.int16)
+    no_qform = nib.Nifti1Image(array, np.diag([3.0, 3.0, 5.0, 1.0]))
+    no_qform.set_qform(None, code=0)
+    no_qform.set_sform(None, code=0)
+    nib.save(no_qform, tmp_path / "no_qform.nii.gz")
+    assert int(nib.load(tmp_path / "no_qform.nii.gz").header["qform_code"]) == 0
+    no_space = _nrrd_without_space(array, tmp_path / "no_space.nrrd")
+
+    for path in (tmp_path / "no_qform.nii.gz", no_space):
+        meta = standardize_case(CaseSource(path.name, path, None, "CT"), tmp_path / path.name.split(".")[0], PARAMS.standardize)
+        assert meta["status"] == "ok"
+        standardized, inferred = read_image(path, "c"), read_scan(path, "test image")
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(inferred), sitk.GetArrayFromImage(standardized))
+        assert Grid.of(inferred) == Grid.of(standardized)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(inferred).transpose(2, 1, 0), array)
 
 
 def test_cli_names_a_missing_or_unfit_checkpoint_in_one_line(tmp_path, capsys):
