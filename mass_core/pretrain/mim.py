@@ -68,6 +68,8 @@ class MimConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop_size", tuple(int(s) for s in self.crop_size))
+        if self.patch_size < 0:
+            raise ValueError(f"patch_size must be >= 0 (0: the encoder's downsampling factor), got {self.patch_size}")
         if self.patch_size == 0:
             object.__setattr__(self, "patch_size", self.model.encoder.downsampling_factor)
         factor = self.model.encoder.downsampling_factor
