@@ -12,12 +12,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from mass_core.atomic import write_with
+from mass_core.config_section import from_section
 
 __all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_manifest"]
 
@@ -42,6 +43,11 @@ class SplitParams:
     def __post_init__(self) -> None:
         if self.val_fraction < 0 or self.test_fraction < 0 or self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"val_fraction and test_fraction must be >= 0 and sum below 1, got {self.val_fraction}, {self.test_fraction}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> SplitParams:
+        """Build from the config's ``splits`` section; unknown keys raise ``ValueError``."""
+        return from_section(cls, section, "splits")
 
 
 def read_case_table(path: str | os.PathLike) -> pd.DataFrame:

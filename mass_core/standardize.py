@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import SimpleITK as sitk
@@ -23,6 +23,7 @@ from monai.transforms.utils import generate_spatial_bounding_box
 
 from mass_core.arrays import largest_component
 from mass_core.atomic import commit_folder, write_json, write_npy
+from mass_core.config_section import from_section
 from mass_core.datasets import CaseSource
 from mass_core.errors import CaseError
 from mass_core.geometry import Grid, ras_grid_covering, resample_to_grid
@@ -68,7 +69,16 @@ class StandardizeParams:
     foreground_fraction: float = 0.1
     margin_mm: float = 10.0
 
+    CONFIG_KEYS = {"spacing": "spacing_mm"}
+    # Read by run_standardize, which decides what a bad case does.
+    OUTSIDE_KEYS = ("on_error",)
+
     def __post_init__(self) -> None:
+        # Floats, so that meta.json records YAML integers the same as code floats.
+        for name in ("spacing_mm", "ct_clip_hu", "percentiles"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        for name in ("ct_foreground_hu", "foreground_fraction", "margin_mm"):
+            object.__setattr__(self, name, float(getattr(self, name)))
         if len(self.spacing_mm) != 3 or min(self.spacing_mm) <= 0:
             raise ValueError(f"spacing_mm must be three positive numbers, got {self.spacing_mm}")
         if self.ct_clip_hu[0] >= self.ct_clip_hu[1]:
@@ -81,16 +91,9 @@ class StandardizeParams:
             raise ValueError(f"margin_mm must be >= 0, got {self.margin_mm}")
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> StandardizeParams:
-        """Build from the config's ``standardize`` section (extra keys are ignored)."""
-        return cls(
-            spacing_mm=tuple(float(v) for v in section.get("spacing", cls.spacing_mm)),
-            ct_clip_hu=tuple(float(v) for v in section.get("ct_clip_hu", cls.ct_clip_hu)),
-            percentiles=tuple(float(v) for v in section.get("percentiles", cls.percentiles)),
-            ct_foreground_hu=float(section.get("ct_foreground_hu", cls.ct_foreground_hu)),
-            foreground_fraction=float(section.get("foreground_fraction", cls.foreground_fraction)),
-            margin_mm=float(section.get("margin_mm", cls.margin_mm)),
-        )
+    def from_config(cls, section: Mapping[str, Any]) -> StandardizeParams:
+        """Build from the config's ``standardize`` section; unknown keys raise ``ValueError``."""
+        return from_section(cls, section, "standardize")
 
 
 def foreground_box(

@@ -24,6 +24,8 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 
+from mass_core.config_section import from_section
+
 __all__ = ["EncoderConfig", "PreActResBlock", "ResidualEncoder", "norm_act"]
 
 # nnU-Net's choices: InstanceNorm is per sample (so folding masks or views into
@@ -83,11 +85,8 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EncoderConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        unknown = set(values) - {"channels", "blocks_per_stage", "in_channels"}
-        if unknown:
-            raise ValueError(f"encoder config has unknown keys {sorted(unknown)}")
-        return cls(**values)
+        """Inverse of :meth:`to_dict`, and the builder from config section ``pretrain.encoder``; unknown keys raise ``ValueError``."""
+        return from_section(cls, values, "pretrain.encoder")
 
 
 class PreActResBlock(nn.Module):

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
 
+from mass_core.config_section import from_section
 from mass_core.models.encoder import EncoderConfig, PreActResBlock, ResidualEncoder, norm_act
 
 __all__ = ["InContextConfig", "InContextSegmenter", "TaskTokens"]
@@ -103,11 +104,12 @@ class InContextConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> InContextConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        unknown = set(values) - {"encoder", "token_scales", "learned_tokens", "heads", "prototypes"}
-        if unknown:
-            raise ValueError(f"in-context model config has unknown keys {sorted(unknown)}")
-        rest = {k: v for k, v in values.items() if k != "encoder"}
-        return cls(encoder=EncoderConfig.from_dict(values.get("encoder", {})), **rest)
+        return from_section(cls, values, "model")
+
+    @classmethod
+    def from_config(cls, encoder: Mapping[str, Any], model: Mapping[str, Any]) -> InContextConfig:
+        """Build from the config sections ``pretrain.encoder`` and ``pretrain.mass.model``."""
+        return from_section(cls, model, "pretrain.mass.model", {"encoder": EncoderConfig.from_dict(encoder)})
 
 
 @dataclass

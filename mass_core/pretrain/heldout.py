@@ -65,6 +65,8 @@ class HeldOutConfig:
     def __post_init__(self) -> None:
         if self.cases < 1 or self.proposal_tasks < 0:
             raise ValueError(f"cases must be >= 1 and proposal_tasks >= 0, got {self.cases}, {self.proposal_tasks}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> HeldOutConfig:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 
+from mass_core.config_section import from_section
 from mass_core.models.incontext import InContextConfig, InContextSegmenter
 from mass_core.pretrain.augment import warp_query
 from mass_core.pretrain.heldout import HeldOutCheck, HeldOutConfig
@@ -53,12 +54,7 @@ class MassConfig:
     @classmethod
     def from_config(cls, encoder: Mapping[str, Any], mass: Mapping[str, Any]) -> MassConfig:
         """Build from the config sections ``pretrain.encoder`` and ``pretrain.mass`` (keys ``model``, ``sampler``, ``alpha_range``, ``heldout``)."""
-        unknown = set(mass) - {"model", "sampler", "alpha_range", "heldout"}
-        if unknown:
-            raise ValueError(f"mass config has unknown keys {sorted(unknown)}")
-        model = InContextConfig.from_dict({**mass.get("model", {}), "encoder": dict(encoder)})
-        return cls(model=model, sampler=SamplerConfig.from_dict(mass.get("sampler", {})), alpha_range=tuple(mass.get("alpha_range", (0.2, 0.8))),
-                   heldout=HeldOutConfig.from_config(mass.get("heldout", {})))
+        return from_section(cls, mass, "pretrain.mass", {"model": InContextConfig.from_config(encoder, mass.get("model", {}))})
 
 
 class _StoreLabels:

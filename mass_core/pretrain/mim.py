@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 
+from mass_core.config_section import from_section
 from mass_core.models.encoder import EncoderConfig
 from mass_core.models.reconstruction import ReconstructionConfig, ReconstructionNet
 from mass_core.pretrain.masking import patch_mask
@@ -62,8 +63,13 @@ class MimConfig:
     loss: str = "l1"
     flip: bool = True
 
+    # Read by from_config into model (the mask token is part of the network).
+    OUTSIDE_KEYS = ("learned_mask_token",)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop_size", tuple(int(s) for s in self.crop_size))
+        if self.patch_size < 0:
+            raise ValueError(f"patch_size must be >= 0 (0: the encoder's downsampling factor), got {self.patch_size}")
         if self.patch_size == 0:
             object.__setattr__(self, "patch_size", self.model.encoder.downsampling_factor)
         factor = self.model.encoder.downsampling_factor
@@ -75,11 +81,10 @@ class MimConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
     @classmethod
-    def from_config(cls, encoder: Mapping[str, Any], section: Mapping[str, Any]) -> MimConfig:
-        """Build from the config sections ``pretrain.encoder`` and ``pretrain.<method>``."""
-        section = dict(section)
-        model = ReconstructionConfig(EncoderConfig.from_dict(dict(encoder)), bool(section.pop("learned_mask_token", True)))
-        return cls(model=model, **section)
+    def from_config(cls, encoder: Mapping[str, Any], section: Mapping[str, Any], name: str = "pretrain.mim") -> MimConfig:
+        """Build from the config sections ``pretrain.encoder`` and ``name`` (the method's section)."""
+        learned = bool(section.get("learned_mask_token", ReconstructionConfig.learned_mask_token))
+        return from_section(cls, section, name, {"model": ReconstructionConfig(EncoderConfig.from_dict(encoder), learned)})
 
 
 def random_start(rng: np.random.Generator, shape: Sequence[int], size: Sequence[int]) -> tuple[int, int, int]:

@@ -22,7 +22,7 @@ alignment weight 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mass_core.config_section import from_section
 from mass_core.models.encoder import EncoderConfig
 from mass_core.models.reconstruction import ReconstructionConfig, ReconstructionNet
 from mass_core.pretrain.masking import patch_mask
@@ -79,9 +80,9 @@ class MimHierConfig:
     @classmethod
     def from_config(cls, encoder: Mapping[str, Any], section: Mapping[str, Any]) -> MimHierConfig:
         """Build from ``pretrain.encoder`` and ``pretrain.mim_hier`` (MIM keys plus ``levels``, ``align_weight``, ``projection_dim``)."""
-        section = dict(section)
-        own = {key: section.pop(key) for key in ("levels", "align_weight", "projection_dim") if key in section}
-        return cls(mim=MimConfig.from_config(encoder, section), **own)
+        own = {f.name for f in fields(cls)} - {"mim"}
+        mim = MimConfig.from_config(encoder, {k: v for k, v in section.items() if k not in own}, "pretrain.mim_hier")
+        return from_section(cls, {k: v for k, v in section.items() if k in own}, "pretrain.mim_hier", {"mim": mim})
 
 
 def _predictor(channels: int, hidden: int) -> nn.Sequential:

@@ -40,7 +40,11 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+<<<<<<< HEAD
 from mass_core.arrays import crop_padded
+=======
+from mass_core.config_section import from_section
+>>>>>>> settings
 from mass_core.pretrain.augment import (
     STRONG_INTENSITY,
     WEAK_INTENSITY,
@@ -161,14 +165,8 @@ class SamplerConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SamplerConfig:
-        """Build from plain config values (nested mappings for the augmentation parts)."""
-        nested = {"reference_intensity": IntensityAugConfig, "query_intensity": IntensityAugConfig, "query_spatial": SpatialAugConfig}
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"sampler config has unknown keys {sorted(unknown)}")
-        kwargs = {key: nested[key](**value) if key in nested else value for key, value in values.items()}
-        return cls(**kwargs)
+        """Build from the config section ``pretrain.mass.sampler`` (nested mappings for the augmentation parts)."""
+        return from_section(cls, values, "pretrain.mass.sampler")
 
 
 @dataclass

@@ -30,7 +30,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Mapping
@@ -39,6 +39,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from mass_core.config_section import from_section
 from mass_core.pretrain.checkpoint import TrainingState, load_checkpoint, load_state_dict_checked, save_checkpoint, save_encoder
 from mass_core.pretrain.data import make_loader
 from mass_core.pretrain.distributed import DistEnv, any_rank, setup_distributed, teardown_distributed
@@ -119,14 +120,18 @@ class TrainConfig:
             raise ValueError(f"snapshot_steps must lie in 1..steps-1 ({self.steps - 1}), got {list(self.snapshot_steps)}")
         if self.max_wall_seconds is not None and self.max_wall_seconds <= 0:
             raise ValueError(f"max_wall_seconds must be > 0 or None, got {self.max_wall_seconds}")
+        # The one-cycle schedule needs a warm-up and a decay (build_scheduler).
+        if not 0 < self.warmup_fraction < 0.5:
+            raise ValueError(f"warmup_fraction must be in (0, 0.5), got {self.warmup_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.optimizer not in ("lamb", "adamw"):
+            raise ValueError(f"optimizer must be 'lamb' or 'adamw', got {self.optimizer!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from plain config values; unknown keys raise ``ValueError``."""
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"train config has unknown keys {sorted(unknown)}")
-        return cls(**values)
+        """Build from the config's ``pretrain.train`` section; unknown keys raise ``ValueError``."""
+        return from_section(cls, values, "pretrain.train")
 
 
 @dataclass(frozen=True)

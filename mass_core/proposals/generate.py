@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from mass_core.arrays import largest_component
+from mass_core.config_section import from_section
 from mass_core.errors import CaseError
 from mass_core.proposals.felzenszwalb3d import CONNECTIVITIES, build_graph, segment_scales
 from mass_core.proposals.labels import label_dtype, pair_counts
@@ -75,6 +76,9 @@ class ProposalParams:
     min_foreground_mm3: float = 1.0e4
     min_shape: tuple[int, int, int] = (0, 0, 0)
 
+    # Read by the stage (on_error) and by the recall table (recall), not by the generator.
+    OUTSIDE_KEYS = ("on_error", "recall")
+
     def __post_init__(self) -> None:
         if self.generator not in GENERATORS:
             raise ValueError(f"generator must be one of {GENERATORS}, got {self.generator!r}")
@@ -108,13 +112,8 @@ class ProposalParams:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> ProposalParams:
-        """Build from the config's ``proposals`` section; keys are the field names.
-
-        Keys that are not fields (e.g. ``on_error``) are ignored; lists become tuples.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k in names}
-        return cls(**values)
+        """Build from the config's ``proposals`` section; unknown keys raise ``ValueError``, lists become tuples."""
+        return from_section(cls, section, "proposals")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -9,7 +9,7 @@ build_manifest(
     snakemake.input.metas,
     snakemake.output.manifest,
     snakemake.output.skipped,
-    SplitParams(**snakemake.params.splits),
+    SplitParams.from_config(snakemake.params.splits),
     case_table=snakemake.input.table[0] if snakemake.input.table else None,
 )
 # The whole run config is recorded, not passed as params: it must not trigger reruns.
