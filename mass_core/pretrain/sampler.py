@@ -40,11 +40,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-<<<<<<< HEAD
 from mass_core.arrays import crop_padded
-=======
 from mass_core.config_section import from_section
->>>>>>> settings
 from mass_core.pretrain.augment import (
     STRONG_INTENSITY,
     WEAK_INTENSITY,
