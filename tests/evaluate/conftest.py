@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from mass_core.labels import IGNORE_LABEL, foreground_classes
+from mass_core.manifest import SplitParams, build_manifest
 from mass_core.models.encoder import EncoderConfig
 from mass_core.models.incontext import InContextConfig, InContextSegmenter
 from mass_core.pretrain.checkpoint import TrainingState, save_checkpoint
@@ -39,11 +41,16 @@ def synthetic_case(seed: int, shape=(24, 24, 20)) -> tuple[np.ndarray, np.ndarra
 
 
 def write_dataset(root: Path, splits: dict[str, list[int]], ignored_slices: int = 0) -> Path:
-    """Standardized cases plus a ``manifest.parquet`` with the columns the evaluation reads.
+    """Standardized case folders, as the standardize stage leaves them, and their ``manifest.parquet``.
 
-    ``ignored_slices``: the last axial slices of every label map are ignored voxels (as the standardize stage stores them).
+    The manifest is built by :func:`mass_core.manifest.build_manifest` from
+    each case's ``meta.json`` and a case table fixing the split and the class
+    label (seed parity), so a change of the manifest's columns reaches these
+    tests. ``ignored_slices``: the last axial slices of every label map are
+    ignored voxels (as the standardize stage stores them).
     """
-    rows = []
+    spacing = [2.0, 2.0, 3.0]
+    metas, table = [], []
     for split, seeds in splits.items():
         for seed in seeds:
             case_id = f"case_{seed:02d}"
@@ -55,13 +62,16 @@ def write_dataset(root: Path, splits: dict[str, list[int]], ignored_slices: int 
                 label[:, :, -ignored_slices:] = IGNORE_LABEL
             np.save(folder / "image.npy", image)
             np.save(folder / "label.npy", label)
-            rows.append({"case_id": case_id, "image": str(folder / "image.npy"), "label": str(folder / "label.npy"),
-                         "meta": str(folder / "meta.json"), "modality": "CT", "split": split, "class_label": int(seed % 2),
-                         "label_classes": foreground_classes(label),
-                         "shape_x": image.shape[0], "shape_y": image.shape[1], "shape_z": image.shape[2],
-                         "spacing_x": 2.0, "spacing_y": 2.0, "spacing_z": 3.0})
+            meta = {"status": "ok", "case_id": case_id, "modality": "CT", "shape": list(image.shape), "spacing": spacing,
+                    "original": {"spacing": spacing}, "label_classes": foreground_classes(label),
+                    "ignored_voxels": int(np.count_nonzero(label == IGNORE_LABEL)),
+                    "source": {"image": f"raw/{case_id}.nii.gz", "label": f"raw/{case_id}_label.nii.gz"}}
+            (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+            metas.append(folder / "meta.json")
+            table.append({"case_id": case_id, "split": split, "class_label": seed % 2})
+    pd.DataFrame(table).to_csv(root / "cases.csv", index=False)
     manifest = root / "manifest.parquet"
-    pd.DataFrame(rows).to_parquet(manifest, index=False)
+    build_manifest(metas, manifest, root / "skipped.csv", SplitParams(), root / "cases.csv")
     return manifest
 
 
