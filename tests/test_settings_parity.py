@@ -23,6 +23,7 @@ from mass_core.pretrain.mim_hier import MimHierConfig
 from mass_core.pretrain.sampler import SamplerConfig
 from mass_core.pretrain.trainer import TrainConfig
 from mass_core.proposals.generate import ProposalParams
+from mass_core.proposals.recall import RecallParams
 from mass_core.standardize import StandardizeParams
 
 SCHEMA = yaml.safe_load((Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -56,6 +57,7 @@ PAIRS = [
     Pair("splits", SplitParams.from_config, config_keys(SplitParams)),
     Pair("standardize", StandardizeParams.from_config, config_keys(StandardizeParams)),
     Pair("proposals", ProposalParams.from_config, config_keys(ProposalParams)),
+    Pair("proposals.recall", RecallParams.from_config, config_keys(RecallParams)),
     Pair("pretrain.train", TrainConfig.from_dict, config_keys(TrainConfig)),
     Pair("pretrain.encoder", EncoderConfig.from_dict, config_keys(EncoderConfig)),
     Pair("pretrain.mass", lambda s: MassConfig.from_config({}, s), config_keys(MassConfig)),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mass_core.proposals.exchange import export_mass_layout, import_mass_layout, import_masks
 from mass_core.proposals.generate import ProposalParams, generate_proposals
-from mass_core.proposals.recall import recall_table
+from mass_core.proposals.recall import RecallParams, recall_table
 from mass_core.proposals.stage import propose_case
 from mass_core.proposals.store import CropMasks, ProposalSet, ProposalStore
 
@@ -27,5 +27,6 @@ __all__ = [
     "import_mass_layout",
     "import_masks",
     "propose_case",
+    "RecallParams",
     "recall_table",
 ]

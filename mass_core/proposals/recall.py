@@ -11,22 +11,51 @@ structure and are left out of every proposal, so they change no Dice.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
 from mass_core.atomic import atomic_path
+from mass_core.config_section import from_section
 from mass_core.labels import foreground_classes, ignored
 from mass_core.proposals.store import ProposalStore, ids_by_scale
 
-__all__ = ["RECALL_THRESHOLDS", "STRUCTURES", "best_dice", "recall_table", "summarize_recall"]
+__all__ = ["RECALL_THRESHOLDS", "STRUCTURES", "RecallParams", "best_dice", "recall_table", "summarize_recall"]
 
 RECALL_THRESHOLDS = (0.5, 0.7)
 STRUCTURES = ("class", "component")
 _COLUMNS = ["case_id", "class_id", "component", "voxels", "volume_mm3", "best_dice", "best_proposal_id"]
+
+
+@dataclass(frozen=True)
+class RecallParams:
+    """How proposal recall counts ground-truth structures (config key ``proposals.recall``).
+
+    Args:
+        structures: ``"class"`` (each class present is one structure) or
+            ``"component"`` (each 26-connected component of a class, e.g. one
+            vertebra of a spine label).
+        min_structure_mm3: smaller structures are left out (for components:
+            resampling specks).
+    """
+
+    structures: str = "class"
+    min_structure_mm3: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.structures not in STRUCTURES:
+            raise ValueError(f"structures must be one of {STRUCTURES}, got {self.structures!r}")
+        if self.min_structure_mm3 < 0:
+            raise ValueError(f"min_structure_mm3 must be >= 0, got {self.min_structure_mm3}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> RecallParams:
+        """Build from the config's ``proposals.recall`` section (unknown keys are an error)."""
+        return from_section(cls, section, "proposals.recall")
 
 
 def _structures(label: np.ndarray, structures: str, min_voxels: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -121,14 +150,11 @@ def summarize_recall(per_structure: pd.DataFrame, thresholds: Sequence[float] = 
 
 
 def recall_table(
+    dataset_dir: str | os.PathLike,
     case_ids: Sequence[str],
-    standardized_dirs: Sequence[str | os.PathLike],
-    proposal_dirs: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
     per_structure_path: str | os.PathLike | None = None,
-    *,
-    structures: str = "class",
-    min_structure_mm3: float = 0.0,
+    params: RecallParams = RecallParams(),
 ) -> pd.DataFrame:
     """Proposal recall of a dataset, written as parquet.
 
@@ -137,22 +163,22 @@ def recall_table(
     overall row and ``n_structures`` 0.
 
     Args:
+        dataset_dir: the dataset's results folder, holding ``standardized/<case>``
+            (``label.npy``) and ``proposals/<case>`` (the store) of every case.
         case_ids: the cases.
-        standardized_dirs: per case, its standardized directory (``label.npy``).
-        proposal_dirs: per case, its proposal store directory.
         out_path: the summary (:func:`summarize_recall`) as parquet.
         per_structure_path: optionally the per-structure rows (:func:`best_dice`).
-        structures, min_structure_mm3: as in :func:`best_dice`.
+        params: how structures are counted.
 
     Returns:
         the summary table.
     """
-    if not len(case_ids) == len(standardized_dirs) == len(proposal_dirs):
-        raise ValueError("case_ids, standardized_dirs and proposal_dirs must have the same length")
+    dataset_dir = Path(dataset_dir)
     frames = []
-    for case_id, std_dir, prop_dir in zip(case_ids, standardized_dirs, proposal_dirs):
-        label_path = Path(std_dir) / "label.npy"
-        if not label_path.is_file() or not (Path(prop_dir) / "proposals.h5").is_file():
+    for case_id in case_ids:
+        label_path = dataset_dir / "standardized" / case_id / "label.npy"
+        prop_dir = dataset_dir / "proposals" / case_id
+        if not label_path.is_file() or not (prop_dir / "proposals.h5").is_file():
             continue
         store = ProposalStore(prop_dir)
         ids = ids_by_scale(store.table, store.n_scales)
@@ -162,8 +188,8 @@ def recall_table(
                 ids,
                 store.spacing,
                 case_id,
-                structures=structures,
-                min_structure_mm3=min_structure_mm3,
+                structures=params.structures,
+                min_structure_mm3=params.min_structure_mm3,
             )
         )
         store.close()

@@ -66,14 +66,11 @@ def test_ignored_voxels_are_no_structure_and_cost_no_proposal_dice():
 def test_recall_table_over_a_dataset(tmp_path):
     label, maps = hand_case()
     for case in ("a", "b"):
-        (tmp_path / "std" / case).mkdir(parents=True)
+        (tmp_path / "standardized" / case).mkdir(parents=True)
         proposals = ProposalSet.from_label_maps(case, (1.0, 1.0, 2.0), maps, ["x", "x"], [1, 2])
-        write_store(tmp_path / "prop" / case, proposals)
-    np.save(tmp_path / "std" / "a" / "label.npy", label)  # b is unlabeled: left out
-    summary = recall_table(
-        ["a", "b"], [tmp_path / "std" / c for c in "ab"], [tmp_path / "prop" / c for c in "ab"],
-        tmp_path / "recall.parquet", tmp_path / "per.parquet",
-    )
+        write_store(tmp_path / "proposals" / case, proposals)
+    np.save(tmp_path / "standardized" / "a" / "label.npy", label)  # b is unlabeled: left out
+    summary = recall_table(tmp_path, ["a", "b"], tmp_path / "recall.parquet", tmp_path / "per.parquet")
     assert summary.equals(pd.read_parquet(tmp_path / "recall.parquet"))
     per = pd.read_parquet(tmp_path / "per.parquet")
     assert per["case_id"].tolist() == ["a", "a"]

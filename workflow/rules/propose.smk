@@ -43,9 +43,8 @@ rule proposal_recall:
         ),
         per_structure=f"{RESULTS}/{{dataset}}/proposals/recall_per_structure.parquet",
     params:
+        dataset_dir=lambda wildcards: f"{RESULTS}/{wildcards.dataset}",
         case_ids=lambda wildcards: list(CASES[wildcards.dataset]),
-        standardized_dirs=lambda wildcards, input: [str(Path(m).parent) for m in input.metas],
-        proposal_dirs=lambda wildcards, input: [str(Path(s).parent) for s in input.summaries],
         settings=config["proposals"]["recall"],
     log:
         "logs/proposal_recall/{dataset}.log",
