@@ -50,7 +50,7 @@ from threadpoolctl import threadpool_limits
 
 from mass_core import __version__
 from mass_core.arrays import largest_component
-from mass_core.atomic import write_json, write_text, write_with
+from mass_core.atomic import uncommit, write_json, write_text, write_with
 
 __all__ = [
     "LABELS",
@@ -258,6 +258,8 @@ def write_dataset(root: str | os.PathLike, n_cases: int, params: PhantomParams) 
         The case ids, in order.
     """
     root = Path(root)
+    # dataset.json marks a finished set: an earlier one goes before any case is rewritten.
+    uncommit(root, "dataset.json", ["classes.csv"])
     ids = case_ids(n_cases)
     rows = ["case_id,class_label"]
     for index, case_id in enumerate(ids):
