@@ -1,4 +1,4 @@
-"""The training loop shared by every pretext task (MASS, MIM, MiM).
+"""The training loop shared by every pretext task (MASS, MIM, MiM) and by segmentation finetuning.
 
 Pieces live in their own modules: the task (:mod:`.task`) gives model, data
 and loss; :mod:`.optim` the optimiser and one-cycle schedule; :mod:`.ema` the
