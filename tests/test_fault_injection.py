@@ -207,7 +207,7 @@ from mass_core.models.encoder import EncoderConfig
 run_finetune({str(manifest)!r}, {str(out)!r}, dataset="tiny", method="scratch", budget=Budget("fraction", 1.0),
              seed={seed}, subset_seed=0, encoder_weights=None,
              encoder_config=EncoderConfig(channels=(4, 8, 8), blocks_per_stage=1),
-             params=FinetuneParams(steps=4, crop=(16, 16, 16), batch=2, val_every=2, roi=(16, 16, 16), device="cpu"),
+             params=FinetuneParams(steps=4, crop=(16, 16, 16), batch=2, val_every=2, roi=(16, 16, 16), device="cpu", checkpoint_every=2),
              threads=1)
 """
 
@@ -227,4 +227,5 @@ run_finetune({str(manifest)!r}, {str(out)!r}, dataset="tiny", method="scratch", 
 
     commits = _kill_everywhere(job(tmp_path / "out"), tmp_path / "out", tmp_path / "old",
                                lambda out: (out / "summary.json").is_file(), check)
-    assert commits == 3  # metrics.parquet, predictions.npz, summary.json
+    # training/: metrics.csv, validation.csv, latest.pt (step 2), encoder.pt, final.pt; then metrics.parquet, predictions.npz, summary.json
+    assert commits == 8

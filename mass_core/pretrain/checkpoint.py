@@ -59,6 +59,7 @@ class TrainingState:
         scheduler: ``scheduler.state_dict()``.
         metrics: the ``metrics.csv`` rows logged up to ``step``.
         validation: the ``validation.csv`` rows (held-out checks) up to ``step``.
+        task: the task's own resumable state (:meth:`~mass_core.pretrain.task.PretextTask.state_dict`).
     """
 
     method: str
@@ -72,6 +73,7 @@ class TrainingState:
     scheduler: dict[str, Any]
     metrics: list[dict[str, float]]
     validation: list[dict[str, float]] = field(default_factory=list)
+    task: dict[str, Any] = field(default_factory=dict)
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:

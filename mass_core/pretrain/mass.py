@@ -154,7 +154,7 @@ class MassTask(PretextTask):
             valid=move("valid"),
         )
 
-    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+    def validate(self, model: torch.nn.Module, device: torch.device, step: int) -> dict[str, float]:
         scores = [check(model, device) for check in self.checks]
         keys = sorted({key for score in scores for key in score})
         return {key: float(np.nanmean([score.get(key, np.nan) for score in scores])) for key in keys}

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from mass_core.pretrain.optim import build_optimizer, build_scheduler
+
 __all__ = ["PretextTask"]
 
 
@@ -59,10 +61,22 @@ class PretextTask(abc.ABC):
     def compute_loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         """Scalar losses; key ``"loss"`` is back-propagated, all keys are logged."""
 
-    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        """Held-out scores of ``model`` (the EMA weights), logged to ``validation.csv``; none by default.
+    def validate(self, model: nn.Module, device: torch.device, step: int) -> dict[str, float]:
+        """Held-out scores of ``model`` (the EMA weights) after ``step`` steps, logged to ``validation.csv``; none by default.
 
-        Called on the main process every ``train.validate_every`` steps; it
-        must not change the model's weights.
+        Called on the main process every ``train.validate_every`` steps (and
+        before the first); it must not change the model's weights.
         """
         return {}
+
+    def configure_optimization(self, model: nn.Module, config: Any) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Optimiser and per-step schedule over ``model``; by default those ``config`` (a ``TrainConfig``) names."""
+        optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+        return optimizer, build_scheduler(optimizer, config.lr, config.steps, config.warmup_fraction)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the task itself must carry across a resume (plain types and tensors); nothing by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""

@@ -1,4 +1,4 @@
-"""The training loop shared by every pretext task (MASS, MIM, MiM).
+"""The training loop shared by every pretext task (MASS, MIM, MiM) and by segmentation finetuning.
 
 Pieces live in their own modules: the task (:mod:`.task`) gives model, data
 and loss; :mod:`.optim` the optimiser and one-cycle schedule; :mod:`.ema` the
@@ -45,7 +45,6 @@ from mass_core.pretrain.data import make_loader
 from mass_core.pretrain.distributed import DistEnv, any_rank, setup_distributed, teardown_distributed
 from mass_core.pretrain.ema import build_ema
 from mass_core.pretrain.metrics import METRICS_FILE, VALIDATION_FILE, MetricsLogger
-from mass_core.pretrain.optim import build_optimizer, build_scheduler
 from mass_core.pretrain.task import PretextTask
 
 __all__ = ["ENCODER_FILE", "EXIT_RESUMABLE", "FINAL_FILE", "LATEST_FILE", "TrainConfig", "TrainResult", "snapshot_path", "train"]
@@ -69,8 +68,9 @@ class TrainConfig:
         warmup_fraction: share of the steps spent warming up (the paper: 0.05).
         optimizer: ``"lamb"`` (the paper's) or ``"adamw"``.
         weight_decay: on tensors with two or more dimensions (not biases or norm scales).
-        grad_clip: max global gradient norm.
-        ema_decay: decay of the EMA weights used for evaluation (the paper: 0.99).
+        grad_clip: max global gradient norm; ``None`` clips nothing (the norm is still logged).
+        ema_decay: decay of the EMA weights used for evaluation (the paper: 0.99);
+            ``None`` keeps no EMA and evaluates (and saves) the online weights.
         checkpoint_every: steps between ``latest.pt`` writes.
         log_every: steps between ``metrics.csv`` rows.
         snapshot_steps: steps after which a copy of the training checkpoint is
@@ -93,8 +93,8 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     optimizer: str = "lamb"
     weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    ema_decay: float = 0.99
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.99
     checkpoint_every: int = 50
     log_every: int = 10
     validate_every: int = 0
@@ -109,11 +109,11 @@ class TrainConfig:
     RUN_DEFINING = ("steps", "batch_size", "lr", "warmup_fraction", "optimizer", "weight_decay", "grad_clip", "ema_decay", "seed")
 
     def __post_init__(self) -> None:
-        positive = {"steps": 4, "batch_size": 1, "checkpoint_every": 1, "log_every": 1}
+        positive = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "log_every": 1}
         for name, least in positive.items():
             if getattr(self, name) < least:
                 raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
-        if self.lr <= 0 or self.grad_clip <= 0 or min(self.weight_decay, self.num_workers, self.seed, self.validate_every) < 0:
+        if self.lr <= 0 or (self.grad_clip is not None and self.grad_clip <= 0) or min(self.weight_decay, self.num_workers, self.seed, self.validate_every) < 0:
             raise ValueError(f"lr and grad_clip must be > 0, weight_decay, num_workers, seed and validate_every >= 0; got {self}")
         object.__setattr__(self, "snapshot_steps", tuple(sorted({int(n) for n in self.snapshot_steps})))
         if any(not 0 < n < self.steps for n in self.snapshot_steps):
@@ -127,6 +127,10 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.optimizer not in ("lamb", "adamw"):
             raise ValueError(f"optimizer must be 'lamb' or 'adamw', got {self.optimizer!r}")
+
+    def changed(self, stored: Mapping[str, Any]) -> list[str]:
+        """``"name: old -> new"`` for each :attr:`RUN_DEFINING` setting that differs from ``stored`` (a checkpoint's ``train_config``)."""
+        return [f"{k}: {stored.get(k)!r} -> {getattr(self, k)!r}" for k in self.RUN_DEFINING if stored.get(k) != getattr(self, k)]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -211,9 +215,14 @@ class _Parts:
     """The objects of one run that checkpoints capture."""
 
     model: torch.nn.Module
-    ema: torch.optim.swa_utils.AveragedModel
+    ema: torch.optim.swa_utils.AveragedModel | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights to validate and save for evaluation: the EMA copy, or the online model without one."""
+        return self.model if self.ema is None else self.ema.module
 
     def state(self, task: PretextTask, config: TrainConfig, step: int, metrics: list[dict[str, float]],
               validation: list[dict[str, float]]) -> TrainingState:
@@ -223,25 +232,27 @@ class _Parts:
             train_config=asdict(config),
             step=step,
             model=self.model.state_dict(),
-            ema=self.ema.module.state_dict(),
-            ema_updates=int(self.ema.n_averaged.item()),
+            ema=self.evaluated.state_dict(),
+            ema_updates=0 if self.ema is None else int(self.ema.n_averaged.item()),
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             metrics=metrics,
             validation=validation,
+            task=task.state_dict(),
         )
 
     def restore(self, path: Path, task: PretextTask, config: TrainConfig) -> TrainingState:
         state = load_checkpoint(path, task.method, task.model_config())
-        changed = [k for k in TrainConfig.RUN_DEFINING if state.train_config.get(k) != getattr(config, k)]
+        changed = config.changed(state.train_config)
         if changed:
-            details = ", ".join(f"{k}: {state.train_config.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
-            raise ValueError(f"{path} was written with other training settings ({details}); restore them or start in a new folder")
+            raise ValueError(f"{path} was written with other training settings ({', '.join(changed)}); restore them or start in a new folder")
         load_state_dict_checked(self.model, state.model, str(path))
-        load_state_dict_checked(self.ema.module, state.ema, f"{path} (ema)")
-        self.ema.n_averaged.fill_(state.ema_updates)
+        if self.ema is not None:
+            load_state_dict_checked(self.ema.module, state.ema, f"{path} (ema)")
+            self.ema.n_averaged.fill_(state.ema_updates)
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
+        task.load_state_dict(state.task)
         return state
 
 
@@ -268,7 +279,7 @@ class _Logs:
         """Log the task's held-out scores of the EMA weights (main process only; tasks without a check write no file)."""
         if self.out_dir is None:
             return
-        scores = task.validate(parts.ema.module, env.device)
+        scores = task.validate(parts.evaluated, env.device, step)
         if not scores:
             return
         if self.validation is None:
@@ -287,18 +298,14 @@ def _build(task: PretextTask, config: TrainConfig, device: torch.device) -> _Par
     model = task.build_model().to(device)
     if not isinstance(getattr(model, "encoder", None), torch.nn.Module):
         raise ValueError(f"task {task.method!r} builds a model without an 'encoder' attribute")
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
-    return _Parts(
-        model=model,
-        ema=build_ema(model, config.ema_decay),
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config.lr, config.steps, config.warmup_fraction),
-    )
+    optimizer, scheduler = task.configure_optimization(model, config)
+    ema = None if config.ema_decay is None else build_ema(model, config.ema_decay)
+    return _Parts(model=model, ema=ema, optimizer=optimizer, scheduler=scheduler)
 
 
 def _finish(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path, logs: _Logs) -> None:
     # encoder.pt first: final.pt's existence is what marks the run complete.
-    save_encoder(out_dir / ENCODER_FILE, parts.ema.module.encoder, task.method, config.steps)
+    save_encoder(out_dir / ENCODER_FILE, parts.evaluated.encoder, task.method, config.steps)
     save_checkpoint(out_dir / FINAL_FILE, parts.state(task, config, config.steps, *logs.histories()))
     (out_dir / LATEST_FILE).unlink(missing_ok=True)
 
@@ -348,7 +355,7 @@ def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, st
     loader = make_loader(task, config.seed, start, config.steps, config.batch_size, config.num_workers, env.rank, env.world_size, pin_memory=env.device.type == "cuda")
     logs = _Logs.open(out_dir, restored, env.is_main)
     tty = sys.stderr.isatty()
-    progress = tqdm(total=config.steps, initial=start, disable=not env.is_main, mininterval=1 if tty else 60, desc=f"pretrain {task.method}", file=sys.stderr)
+    progress = tqdm(total=config.steps, initial=start, disable=not env.is_main, mininterval=1 if tty else 60, desc=f"train {task.method}", file=sys.stderr)
 
     step, saved_at = start, start
     step_seconds = save_seconds = 0.0
@@ -365,11 +372,13 @@ def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, st
                 losses = task.compute_loss(network, batch)
             parts.optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), config.grad_clip)
+            # An infinite bound scales the gradients by exactly 1: no clipping, same weights.
+            grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), math.inf if config.grad_clip is None else config.grad_clip)
             lr = parts.optimizer.param_groups[0]["lr"]
             parts.optimizer.step()
             parts.scheduler.step()
-            parts.ema.update_parameters(parts.model)
+            if parts.ema is not None:
+                parts.ema.update_parameters(parts.model)
             step += 1
 
             values = {k: float(v.detach()) for k, v in losses.items()}

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -8,7 +10,7 @@ import pytest
 import torch
 from monai.losses import DiceCELoss
 
-from mass_core.evaluate.finetune import IGNORE_INDEX, FinetuneParams, MaskedDiceCELoss, learning_rate_factor, run_finetune, target_lookup
+from mass_core.evaluate.finetune import IGNORE_INDEX, TRAINING_DIR, FinetuneParams, FinetuneStopped, MaskedDiceCELoss, learning_rate_factor, run_finetune, target_lookup
 from mass_core.evaluate.subsets import Budget
 from mass_core.labels import IGNORE_LABEL
 from mass_core.models.encoder import ResidualEncoder
@@ -131,3 +133,36 @@ def test_mass_ft_finetunes_the_incontext_model_from_its_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="MASS training checkpoint"):
         run_finetune(manifest, tmp_path / "other", dataset="tiny", method="mass", budget=Budget("cases", 1), seed=0, subset_seed=0,
                      encoder_weights=None, encoder_config=TINY_ENCODER, params=PARAMS, threads=1, whole_model=True)
+
+
+@pytest.mark.slow
+def test_finetuning_stopped_by_sigterm_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch):
+    manifest = write_dataset(tmp_path / "data", {"train": [0, 1], "val": [2], "test": [3]})
+    params = FinetuneParams(steps=6, crop=(16, 16, 16), batch=2, val_every=2, roi=(16, 16, 16), device="cpu", checkpoint_every=4)
+
+    def finetune(out):
+        return run_finetune(manifest, out, dataset="tiny", method="scratch", budget=Budget("fraction", 1.0), seed=0, subset_seed=0,
+                            encoder_weights=None, encoder_config=TINY_ENCODER, params=params, threads=1)
+
+    reference = finetune(tmp_path / "reference")
+    forward, calls = MaskedDiceCELoss.forward, []
+
+    def terminated_in_step_3(self, logits, target):
+        # Like a scheduler's time limit: SIGTERM arrives in step 3, after the step-2 selection and before any checkpoint.
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return forward(self, logits, target)
+
+    monkeypatch.setattr(MaskedDiceCELoss, "forward", terminated_in_step_3)
+    with pytest.raises(FinetuneStopped, match="after step 3 of 6") as stopped:
+        finetune(tmp_path / "out")
+    assert stopped.value.exit_code == 75 and (tmp_path / "out" / TRAINING_DIR / "latest.pt").is_file()
+    assert not (tmp_path / "out" / "metrics.parquet").exists()
+    monkeypatch.setattr(MaskedDiceCELoss, "forward", forward)
+    resumed = finetune(tmp_path / "out")
+
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "metrics.parquet"), pd.read_parquet(tmp_path / "reference" / "metrics.parquet"))
+    timing = {"train_seconds", "total_seconds", "cpu_seconds"}
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in reference.items() if k not in timing}
+    assert [row["step"] for row in resumed["history"]] == [2, 4, 6]

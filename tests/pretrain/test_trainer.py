@@ -107,7 +107,7 @@ def test_ranks_split_each_step_like_one_big_batch():
         StepSampler(0, 1, 1, rank=2, world_size=2)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"steps": 3}, "steps"), ({"batch_size": 0}, "batch_size"), ({"max_wall_seconds": 0}, "max_wall_seconds")])
+@pytest.mark.parametrize("kwargs, message", [({"steps": 0}, "steps"), ({"batch_size": 0}, "batch_size"), ({"max_wall_seconds": 0}, "max_wall_seconds")])
 def test_bad_train_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
@@ -126,7 +126,7 @@ def test_loader_workers_do_not_change_the_result(tmp_path, tiny_cases, tiny_mass
 class _CountingTask(MassTask):
     """MASS with a held-out "score" that reveals which weights it was given."""
 
-    def validate(self, model, device):
+    def validate(self, model, device, step):
         return {"val_weight_sum": float(sum(p.detach().sum() for p in model.parameters()))}
 
 
@@ -162,7 +162,7 @@ class _ImprovingTask(MassTask):
 
     calls = 0
 
-    def validate(self, model, device):
+    def validate(self, model, device, step):
         self.calls += 1
         return {"val_incontext_dice": 0.1 * self.calls}
 

@@ -25,6 +25,8 @@ rule finetune_seg:
         seed=r"\d+",
     log:
         "logs/finetune_seg/{dataset}/{method}/{budget}/seed_{seed}.log",
+    # A run stopped by its time limit leaves training/latest.pt and exits 75; the retry continues it.
+    retries: EVALUATION["resubmissions"]
     threads: 1
     resources:
         **gpu_resources(),
