@@ -123,8 +123,8 @@ class TrainConfig:
         # The one-cycle schedule needs a warm-up and a decay (build_scheduler).
         if not 0 < self.warmup_fraction < 0.5:
             raise ValueError(f"warmup_fraction must be in (0, 0.5), got {self.warmup_fraction}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
         if self.optimizer not in ("lamb", "adamw"):
             raise ValueError(f"optimizer must be 'lamb' or 'adamw', got {self.optimizer!r}")
 
@@ -134,8 +134,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from the config's ``pretrain.train`` section; unknown keys raise ``ValueError``."""
-        return from_section(cls, values, "pretrain.train")
+        """Build from the config's ``pretrain.train`` section; unknown keys raise ``ValueError``.
+
+        Pretraining's one-cycle schedule needs 4 steps or more (:func:`build_scheduler`);
+        finetuning, which brings its own schedule, builds the class directly.
+        """
+        config = from_section(cls, values, "pretrain.train")
+        if config.steps < 4:
+            raise ValueError(f"pretrain.train.steps must be >= 4 for the one-cycle schedule, got {config.steps}")
+        return config
 
 
 @dataclass(frozen=True)
