@@ -66,6 +66,6 @@ def test_mass_leaves_out_cases_without_proposals(tmp_path, capsys):
     cases = training_cases(dataset.manifest, dataset.proposals_root)
     skipped = cases["case_id"].iloc[0]
     shutil.rmtree(dataset.proposals_root / skipped)  # what propose leaves for a skipped case: no store
-    task = PRETEXT_TASKS["mass"](cases, SECTIONS, [(dataset.manifest, dataset.proposals_root)])
+    task = PRETEXT_TASKS["mass"].build(cases, SECTIONS, [(dataset.manifest, dataset.proposals_root)])
     assert len(task.sampler.cases) == len(cases) - 1
     assert f"left out: {skipped}" in capsys.readouterr().err
