@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,8 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
 
 
-def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True)
+def snakemake(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -97,6 +98,32 @@ def test_bad_label_budgets_stop_the_dag_with_one_line(tmp_path, evaluation, mess
     override.write_text(yaml.safe_dump({"evaluation": evaluation}))
     result = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", str(override), check=False)
     assert result.returncode != 0 and _own_lines(result) == [message]
+
+
+def test_a_registered_task_from_outside_gets_its_jobs(tmp_path):
+    # tests/pretrain/toy_pretext.py: rotation prediction, one registry entry, no in-context model.
+    override = tmp_path / "toy.yaml"
+    override.write_text(yaml.safe_dump({"pretrain": {"method_modules": ["toy_pretext"], "methods": ["scratch", "rotation"]}}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "pretrain"), os.environ.get("PYTHONPATH", "")])}
+    out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override), env=env).stdout
+    jobs = {row[0]: int(row[1]) for row in (line.split() for line in out.splitlines()) if len(row) == 2 and row[1].isdigit()}
+    assert jobs["pretrain"] == 1 and jobs["training_curves"] == 1 and "results/pretrain/rotation/final.pt" in out
+    # Finetuned at both budgets and probed, like every encoder; it neither waits for proposals nor gets in-context jobs.
+    assert {r for r in re.findall(r"finetune/([^,\s]+)/metrics\.parquet", out) if r.startswith("rotation/")} == {
+        "rotation/cases_1/seed_0", "rotation/fraction_1/seed_0"}
+    assert "probe/rotation/seed_0/metrics.parquet" in out
+    pretrain_job = next(block for block in out.split("\n\n") if "rule pretrain:" in block)
+    assert "proposals" not in pretrain_job.split("output:")[0]
+    assert not {"incontext_fewshot", "curve_fewshot", "curve_finetune", "learning_curve", "reconstruction_figure"} & set(jobs)
+
+
+def test_an_unknown_method_stops_the_dag_with_one_line(tmp_path):
+    override = tmp_path / "methods.yaml"
+    override.write_text(yaml.safe_dump({"pretrain": {"methods": ["scratch", "rotation"]}}))
+    result = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", str(override), check=False)
+    assert result.returncode != 0 and _own_lines(result) == [
+        "config error: pretrain.methods[1]: 'rotation' is not one of ['mass', 'mim', 'mim_hier', 'scratch'] "
+        "(a method defined elsewhere needs its module in pretrain.method_modules)"]
 
 
 @pytest.mark.slow
