@@ -50,9 +50,11 @@ def workdir(tmp_path: Path) -> Path:
     return work
 
 
-def snakemake(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(*args: str, cwd: Path, check: bool = True, pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """Run Snakemake in ``cwd`` with the repository (and ``pythonpath``) importable."""
+    path = [*map(str, pythonpath), str(REPO), os.environ.get("PYTHONPATH")]
     result = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))})
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -129,6 +131,32 @@ def test_bad_label_budgets_stop_the_dag_with_one_line(tmp_path, evaluation, mess
     override.write_text(yaml.safe_dump({"evaluation": evaluation}))
     result = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", str(override), cwd=workdir, check=False)
     assert result.returncode != 0 and _own_lines(result) == [message]
+
+
+def test_a_registered_task_from_outside_gets_its_jobs(tmp_path, workdir):
+    # tests/pretrain/toy_pretext.py: rotation prediction, one registry entry, no in-context model.
+    override = tmp_path / "toy.yaml"
+    override.write_text(yaml.safe_dump({"pretrain": {"method_modules": ["toy_pretext"], "methods": ["scratch", "rotation"]}}))
+    out = snakemake("--dry-run", "--forceall", "all", "--configfile", ".test/config.yaml", str(override), cwd=workdir,
+                    pythonpath=(REPO / "tests" / "pretrain",)).stdout
+    jobs = {row[0]: int(row[1]) for row in (line.split() for line in out.splitlines()) if len(row) == 2 and row[1].isdigit()}
+    assert jobs["pretrain"] == 1 and jobs["training_curves"] == 1 and "results/pretrain/rotation/final.pt" in out
+    # Finetuned at both budgets and probed, like every encoder; it neither waits for proposals nor gets in-context jobs.
+    assert {r for r in re.findall(r"finetune/([^,\s]+)/metrics\.parquet", out) if r.startswith("rotation/")} == {
+        "rotation/cases_1/seed_0", "rotation/fraction_1/seed_0"}
+    assert "probe/rotation/seed_0/metrics.parquet" in out
+    pretrain_job = next(block for block in out.split("\n\n") if "rule pretrain:" in block)
+    assert "proposals" not in pretrain_job.split("output:")[0]
+    assert not {"incontext_fewshot", "curve_fewshot", "curve_finetune", "learning_curve", "reconstruction_figure"} & set(jobs)
+
+
+def test_an_unknown_method_stops_the_dag_with_one_line(tmp_path, workdir):
+    override = tmp_path / "methods.yaml"
+    override.write_text(yaml.safe_dump({"pretrain": {"methods": ["scratch", "rotation"]}}))
+    result = snakemake("--dry-run", "all", "--configfile", ".test/config.yaml", str(override), cwd=workdir, check=False)
+    assert result.returncode != 0 and _own_lines(result) == [
+        "config error: pretrain.methods[1]: 'rotation' is not one of ['mass', 'mim', 'mim_hier', 'scratch'] "
+        "(a method defined elsewhere needs its module in pretrain.method_modules)"]
 
 
 @pytest.mark.slow
@@ -243,14 +271,14 @@ def test_config_error_is_one_line_naming_the_key(tmp_path, override, message, wo
     assert result.returncode != 0 and _own_lines(result) == [message]
 
 
-def test_a_config_naming_its_own_datasets_runs_on_those_alone(tmp_path):
+def test_a_config_naming_its_own_datasets_runs_on_those_alone(tmp_path, workdir):
     (tmp_path / "data" / "images").mkdir(parents=True)
     for i in range(3):
         sitk.WriteImage(make_image(_body(i)), str(tmp_path / "data" / "images" / f"scan{i}.nii.gz"))
     config = tmp_path / "mine.yaml"
     config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
                                       "datasets": {"mine": {"layout": "folder", "root": str(tmp_path / "data"), "modality": "CT"}}}))
-    out = snakemake("--dry-run", "all", "--configfile", str(config)).stdout
+    out = snakemake("--dry-run", "all", "--configfile", str(config), cwd=workdir).stdout
     rows = [line.split() for line in out.splitlines()]
     jobs = {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
     # The embedded default's phantom is neither generated nor standardized nor pretrained on.

@@ -116,8 +116,11 @@ def load_incontext_segmenter(path: str | os.PathLike) -> InContextSegmenter:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"checkpoint {path} not found")
+    # Imported here: the registry's MASS task imports this module for its held-out check.
+    from mass_core.pretrain.run import PRETEXT_TASKS
+
     state = load_checkpoint(path)
-    if state.method != "mass":
+    if state.method not in PRETEXT_TASKS or not PRETEXT_TASKS[state.method].in_context:
         raise ValueError(f"{path} is a {state.method!r} checkpoint; in-context segmentation needs a MASS checkpoint "
                          "(results/pretrain/mass/final.pt)")
     model = InContextSegmenter(InContextConfig.from_dict(state.model_config))

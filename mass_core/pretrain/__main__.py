@@ -25,7 +25,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mass_core.pretrain", description=__doc__.splitlines()[0])
-    parser.add_argument("--method", required=True, choices=sorted(PRETEXT_TASKS))
+    parser.add_argument("--method", required=True, help=f"a registered pretext task ({', '.join(PRETEXT_TASKS)}) or one of the config's pretrain.method_modules")
     parser.add_argument("--manifest", required=True, action="append", help="a dataset's manifest.parquet (repeatable)")
     parser.add_argument("--proposals", required=True, action="append", help="that dataset's proposals folder (repeatable, same order)")
     parser.add_argument("--out", required=True, help="run folder, e.g. results/pretrain/mass")

@@ -25,6 +25,7 @@ from mass_core.models.reconstruction import ReconstructionConfig, Reconstruction
 from mass_core.pretrain.checkpoint import load_checkpoint  # noqa: E402
 from mass_core.pretrain.masking import patch_mask  # noqa: E402
 from mass_core.pretrain.mim import MimConfig, masked_error, random_start  # noqa: E402
+from mass_core.pretrain.run import PRETEXT_TASKS  # noqa: E402
 from mass_core.pretrain.sampler import read_crop, task_rng  # noqa: E402
 
 __all__ = ["reconstruction_figure"]
@@ -41,14 +42,15 @@ def reconstruction_figure(checkpoint: str | os.PathLike, manifest: str | os.Path
     """Draw the EMA model of ``checkpoint`` reconstructing a validation crop into ``out_png``.
 
     Args:
-        checkpoint: ``final.pt`` of a ``mim`` or ``mim_hier`` run.
+        checkpoint: ``final.pt`` of a run whose registry entry has ``reconstruction_figure`` (``mim``, ``mim_hier``).
         manifest: the dataset manifest; the first validation case is shown
             (the first training case when there is no validation split).
         mask_ratio: share of patches hidden in the picture.
     """
     state = load_checkpoint(checkpoint)
-    if state.method not in ("mim", "mim_hier"):
-        raise ValueError(f"{checkpoint} was written by {state.method!r}; reconstruction pictures exist for mim and mim_hier only")
+    drawable = [name for name, entry in PRETEXT_TASKS.items() if entry.reconstruction_figure]
+    if state.method not in drawable:
+        raise ValueError(f"{checkpoint} was written by {state.method!r}; reconstruction pictures exist for {' and '.join(drawable)} only")
     model_config = ReconstructionConfig.from_dict(state.model_config)
     model = ReconstructionNet(model_config)
     own = set(model.state_dict())

@@ -1,13 +1,19 @@
 """Pipeline entry of the pretrain stage: manifests + proposals -> a trained pretext model.
 
-Every method name maps to a task factory in :data:`PRETEXT_TASKS`; the
-baselines (MIM, MiM) add theirs here and share everything else.
+:data:`PRETEXT_TASKS` is the registry of pretext methods: every method name
+maps to a :class:`PretextMethod`, its task factory and what the workflow plans
+for it (proposals, in-context evaluation, reconstruction picture). The
+baselines (MIM, MiM) add their entries here and share everything else; a task
+defined outside the package is added by a module named in
+``pretrain.method_modules`` (:func:`load_method_modules`).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,7 +33,8 @@ from mass_core.pretrain.task import PretextTask
 from mass_core.pretrain.trainer import ENCODER_FILE, TrainConfig, TrainResult, train
 from mass_core.proposals.store import LABELS_FILE
 
-__all__ = ["PRETEXT_TASKS", "init_scratch", "run_pretraining", "training_cases"]
+__all__ = ["PRETEXT_TASKS", "SCRATCH", "PretextMethod", "check_method_names", "init_scratch", "load_method_modules", "register",
+           "run_pretraining", "training_cases"]
 
 PathLike = str | os.PathLike
 
@@ -75,12 +82,86 @@ def _mim_hier_task(cases: pd.DataFrame, cfg: Mapping[str, Any], sources: Sequenc
     return MimHierTask(_images(cases), MimHierConfig.from_config(cfg.get("encoder", {}), cfg.get("mim_hier", {})))
 
 
-# method -> factory(training cases, the ``pretrain`` config section, (manifest, proposals root) per dataset) -> task.
-PRETEXT_TASKS: dict[str, Callable[[pd.DataFrame, Mapping[str, Any], Sequence[tuple[Path, Path]]], PretextTask]] = {
-    "mass": _mass_task,
-    "mim": _mim_task,
-    "mim_hier": _mim_hier_task,
+TaskFactory = Callable[[pd.DataFrame, Mapping[str, Any], Sequence[tuple[Path, Path]]], PretextTask]
+
+# The baseline without pretraining. Not a registry entry: it has no task, no
+# training run and no final.pt, only a seeded random encoder.pt
+# (init_scratch), and it is the reference row of every comparison.
+SCRATCH = "scratch"
+
+
+@dataclass(frozen=True)
+class PretextMethod:
+    """What the pipeline knows about one pretext task; the workflow plans its jobs from these fields.
+
+    Attributes:
+        name: the name in ``pretrain.methods``, in ``results/pretrain/<name>``
+            and in its checkpoints (the task's ``method``).
+        build: factory(training cases, the config's ``pretrain`` section,
+            (manifest, proposals root) per dataset) -> the task.
+        section: the key under ``pretrain`` holding its settings (handed to its
+            job with ``train`` and ``encoder``); None when it has none.
+        needs_proposals: its job waits for every pretraining case's proposals.
+        in_context: ``final.pt`` holds an in-context segmenter (what
+            :func:`~mass_core.evaluate.fewshot.load_incontext_segmenter` loads),
+            so the evaluation adds few-shot runs, the learning curve and the
+            finetuning of the whole model (row ``<name>``; row
+            ``<name>_encoder`` finetunes its encoder, as ``evaluation.mass_finetune`` says).
+            Every other method is finetuned and probed from ``encoder.pt``.
+        reconstruction_figure: ``final.pt`` holds a masked-image-modelling
+            :class:`~mass_core.models.reconstruction.ReconstructionNet` and
+            ``section`` a ``mask_ratio``: the workflow draws ``reconstruction.png``.
+    """
+
+    name: str
+    build: TaskFactory
+    section: str | None = None
+    needs_proposals: bool = False
+    in_context: bool = False
+    reconstruction_figure: bool = False
+
+
+PRETEXT_TASKS: dict[str, PretextMethod] = {
+    method.name: method
+    for method in (
+        PretextMethod("mass", _mass_task, section="mass", needs_proposals=True, in_context=True),
+        PretextMethod("mim", _mim_task, section="mim", reconstruction_figure=True),
+        PretextMethod("mim_hier", _mim_hier_task, section="mim_hier", reconstruction_figure=True),
+    )
 }
+
+
+def register(method: PretextMethod) -> None:
+    """Add ``method`` to :data:`PRETEXT_TASKS`; registering the same entry again does nothing."""
+    if PRETEXT_TASKS.get(method.name, method) is not method or method.name == SCRATCH:
+        raise ValueError(f"pretext method {method.name!r} is already registered")
+    PRETEXT_TASKS[method.name] = method
+
+
+def load_method_modules(modules: Sequence[str]) -> None:
+    """Import the modules named in ``pretrain.method_modules`` and register their ``PRETEXT_METHODS`` lists.
+
+    Raises:
+        ValueError: a module cannot be imported, has no ``PRETEXT_METHODS``, or
+            reuses a registered name.
+    """
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as err:
+            raise ValueError(f"cannot import {name!r} ({err})") from err
+        if not hasattr(module, "PRETEXT_METHODS"):
+            raise ValueError(f"module {name!r} defines no PRETEXT_METHODS list")
+        for method in module.PRETEXT_METHODS:
+            register(method)
+
+
+def check_method_names(names: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the first of ``names`` that is neither registered nor ``scratch``."""
+    known = [*PRETEXT_TASKS, SCRATCH]
+    for i, name in enumerate(names):
+        if name not in known:
+            raise ValueError(f"pretrain.methods[{i}]: {name!r} is not one of {known} (a method defined elsewhere needs its module in pretrain.method_modules)")
 
 
 def init_scratch(out_dir: PathLike, cfg: Mapping[str, Any]) -> Path:
@@ -97,7 +178,7 @@ def init_scratch(out_dir: PathLike, cfg: Mapping[str, Any]) -> Path:
     encoder = ResidualEncoder(EncoderConfig.from_dict(cfg.get("encoder", {})))
     path = Path(out_dir) / ENCODER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_encoder(path, encoder, "scratch", 0)
+    save_encoder(path, encoder, SCRATCH, 0)
     return path
 
 
@@ -145,15 +226,20 @@ def run_pretraining(
         out_dir: run folder, e.g. ``results/pretrain/<method>``.
         cfg: the config's ``pretrain`` section: ``train`` (see
             :class:`~mass_core.pretrain.trainer.TrainConfig`), ``encoder``
-            (shared by all methods) and one section per method.
+            (shared by all methods), one section per method, and
+            ``method_modules`` when ``method`` is defined outside the package.
 
     Returns:
         :class:`~mass_core.pretrain.trainer.TrainResult`; call sites exit with
         its ``exit_code`` (0 only when ``final.pt`` exists).
     """
+    load_method_modules(cfg.get("method_modules", []))
     if method not in PRETEXT_TASKS:
         raise ValueError(f"method must be one of {sorted(PRETEXT_TASKS)}, got {method!r}")
     train_config = TrainConfig.from_dict(cfg.get("train", {}))
     sources = list(zip(_as_list(manifest_paths), _as_list(proposals_roots)))
-    task = PRETEXT_TASKS[method](training_cases(manifest_paths, proposals_roots), cfg, sources)
+    task = PRETEXT_TASKS[method].build(training_cases(manifest_paths, proposals_roots), cfg, sources)
+    # The checkpoints carry task.method; evaluation and resume find the run by the registry's name.
+    if task.method != method:
+        raise ValueError(f"the task built for {method!r} writes checkpoints as {task.method!r}; the names must agree")
     return train(task, train_config, out_dir)

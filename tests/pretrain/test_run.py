@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+import mass_core.pretrain.run as run_module
 from mass_core.models.encoder import EncoderConfig
 from mass_core.pretrain.checkpoint import load_encoder
-from mass_core.pretrain.run import PRETEXT_TASKS, init_scratch, run_pretraining
+from mass_core.pretrain.run import PRETEXT_TASKS, check_method_names, init_scratch, load_method_modules, register, run_pretraining
 from mass_core.pretrain.synthetic import write_synthetic_dataset
 
+import toy_pretext
 from tiny_models import TINY_ENCODER, TINY_MASS
 
 SECTIONS = {
@@ -66,6 +70,50 @@ def test_mass_leaves_out_cases_without_proposals(tmp_path, capsys):
     cases = training_cases(dataset.manifest, dataset.proposals_root)
     skipped = cases["case_id"].iloc[0]
     shutil.rmtree(dataset.proposals_root / skipped)  # what propose leaves for a skipped case: no store
-    task = PRETEXT_TASKS["mass"](cases, SECTIONS, [(dataset.manifest, dataset.proposals_root)])
+    task = PRETEXT_TASKS["mass"].build(cases, SECTIONS, [(dataset.manifest, dataset.proposals_root)])
     assert len(task.sampler.cases) == len(cases) - 1
     assert f"left out: {skipped}" in capsys.readouterr().err
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """PRETEXT_TASKS as a copy, so that registering in a test leaves the real registry alone."""
+    copy = dict(run_module.PRETEXT_TASKS)
+    monkeypatch.setattr(run_module, "PRETEXT_TASKS", copy)
+    return copy
+
+
+def test_a_task_from_method_modules_trains_and_writes_an_evaluation_encoder(tmp_path, registry):
+    dataset = write_synthetic_dataset(tmp_path / "data", n_cases=2, shape=(24, 24, 24))
+    sections = {"train": SECTIONS["train"], "encoder": TINY_ENCODER, "method_modules": ["toy_pretext"]}
+    result = run_pretraining("rotation", dataset.manifest, dataset.proposals_root, tmp_path / "rotation", sections)
+    assert result.exit_code == 0 and registry["rotation"].build is toy_pretext.PRETEXT_METHODS[0].build
+    # What finetuning and the probe load: the shared encoder, trained away from its seeded initialisation.
+    trained = load_encoder(tmp_path / "rotation" / "encoder.pt", EncoderConfig(**TINY_ENCODER)).state_dict()
+    initial = load_encoder(init_scratch(tmp_path / "scratch", sections), EncoderConfig(**TINY_ENCODER)).state_dict()
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial)
+
+
+def test_method_names_are_checked_against_the_registry(registry):
+    check_method_names(["scratch", "mass", "mim", "mim_hier"])
+    with pytest.raises(ValueError, match=r"pretrain.methods\[1\]: 'rotation' is not one of \['mass', 'mim', 'mim_hier', 'scratch'\]"):
+        check_method_names(["scratch", "rotation"])
+    load_method_modules(["toy_pretext"])
+    load_method_modules(["toy_pretext"])  # the workflow and the job may both load it
+    check_method_names(["scratch", "rotation"])
+
+
+@pytest.mark.parametrize("module, message", [
+    ("no_such_module", "cannot import 'no_such_module'"),
+    ("tiny_models", "module 'tiny_models' defines no PRETEXT_METHODS list"),
+])
+def test_bad_method_modules_are_named(registry, module, message):
+    with pytest.raises(ValueError, match=message):
+        load_method_modules([module])
+
+
+def test_a_registered_name_cannot_be_taken_again(registry):
+    with pytest.raises(ValueError, match="'mim' is already registered"):
+        register(dataclasses.replace(registry["mim"], in_context=True))
+    with pytest.raises(ValueError, match="'scratch' is already registered"):
+        register(dataclasses.replace(registry["mim"], name="scratch"))

@@ -10,6 +10,7 @@ from mass_core.config_errors import config_error, dataset_selection
 from mass_core.datasets import class_names, list_cases
 from mass_core.evaluate.aggregate import TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
+from mass_core.pretrain.run import PRETEXT_TASKS, SCRATCH, check_method_names, load_method_modules
 from mass_core.pretrain.trainer import snapshot_path
 from mass_core.provenance import provenance_path
 
@@ -104,8 +105,18 @@ def manifests():
 PRETRAIN_DATASETS = _or_exit(
     "config error: ", dataset_selection, config["pretrain"]["datasets"], "pretrain.datasets", DATASETS
 ) or list(DATASETS)
+# The pretext methods come from the registry (mass_core.pretrain.run.PRETEXT_TASKS),
+# which modules named in pretrain.method_modules extend; the schema cannot list them.
+METHOD_MODULES = config["pretrain"].get("method_modules", [])
+_or_exit("config error: pretrain.method_modules: ", load_method_modules, METHOD_MODULES)
 METHODS = config["pretrain"]["methods"]
-TRAINED_METHODS = [m for m in METHODS if m != "scratch"]
+_or_exit("config error: ", check_method_names, METHODS)
+TRAINED_METHODS = [m for m in METHODS if m != SCRATCH]
+
+
+def method_pattern(wanted=lambda entry: True):
+    """Wildcard pattern of the registered pretext methods whose registry entry satisfies `wanted`."""
+    return "|".join(name for name, entry in PRETEXT_TASKS.items() if wanted(entry))
 
 
 def proposal_summaries(wildcards):
@@ -121,8 +132,8 @@ def pretrain_manifests():
 
 
 def pretrain_proposals(wildcards):
-    # Only MASS learns from proposals; the baselines can start as soon as the manifests exist.
-    if wildcards.method != "mass":
+    # Only methods that learn from proposals wait for them; the others start as soon as the manifests exist.
+    if not PRETEXT_TASKS[wildcards.method].needs_proposals:
         return []
     return [f"{RESULTS}/{name}/proposals/{cid}/summary.json" for name in PRETRAIN_DATASETS for cid in CASES[name]]
 
@@ -134,7 +145,10 @@ def pretrain_settings(wildcards, resources):
     last checkpoint is written by the trainer, not lost to the scheduler's kill.
     """
     section = config["pretrain"]
-    settings = {key: section[key] for key in ("train", "encoder", wildcards.method)}
+    own = PRETEXT_TASKS[wildcards.method].section
+    # method_modules only when set, so that the params of existing runs (a rerun trigger) stay as they were.
+    keys = ("train", "encoder", *([own] if own else []), *(["method_modules"] if METHOD_MODULES else []))
+    settings = {key: section[key] for key in keys}
     if resources.runtime and settings["train"]["max_wall_seconds"] is None:
         minutes = max(resources.runtime - section["stop_margin_minutes"], 1)
         settings["train"] = {**settings["train"], "max_wall_seconds": minutes * 60}
@@ -144,7 +158,7 @@ def pretrain_settings(wildcards, resources):
 def pretrain_outputs():
     outputs = [f"{RESULTS}/pretrain/{method}/encoder.pt" for method in METHODS]
     outputs += [f"{RESULTS}/pretrain/{method}/final.pt" for method in TRAINED_METHODS]
-    outputs += [f"{RESULTS}/pretrain/{method}/reconstruction.png" for method in TRAINED_METHODS if method in ("mim", "mim_hier")]
+    outputs += [f"{RESULTS}/pretrain/{method}/reconstruction.png" for method in TRAINED_METHODS if PRETEXT_TASKS[method].reconstruction_figure]
     outputs += [f"{RESULTS}/pretrain/{method}/training_curves.png" for method in TRAINED_METHODS]
     return outputs
 
@@ -164,21 +178,30 @@ EVAL_DATASETS = _or_exit(
     "config error: ", dataset_selection, EVALUATION["datasets"], "evaluation.datasets", DATASETS
 ) or [d for d in DATASETS if any(c.label is not None for c in CASES[d].values())]
 # Methods whose final.pt holds an in-context model, i.e. that segment without training.
-INCONTEXT_METHODS = [m for m in METHODS if m == "mass"]
+INCONTEXT_METHODS = [m for m in TRAINED_METHODS if PRETEXT_TASKS[m].in_context]
 
 
-# Finetuned rows: every method; MASS as MASS-FT (the whole in-context model, row "mass") and/or
-# encoder-only like the baselines (row "mass_encoder"), as evaluation.mass_finetune says.
-MASS_ENCODER = "mass_encoder"
+def _encoder_row(method):
+    return f"{method}_encoder"
+
+
+# Finetuned rows: every method; an in-context method (MASS) as MASS-FT (the whole in-context
+# model, row "mass") and/or encoder-only like the baselines (row "mass_encoder"), as
+# evaluation.mass_finetune says.
 FINETUNE_METHODS = [
     row
     for m in METHODS
     for row in (
-        [r for v, r in (("whole", "mass"), ("encoder", MASS_ENCODER)) if v in EVALUATION["mass_finetune"]]
-        if m == "mass"
+        [r for v, r in (("whole", m), ("encoder", _encoder_row(m))) if v in EVALUATION["mass_finetune"]]
+        if m in INCONTEXT_METHODS
         else [m]
     )
 ]
+# Finetuning row -> (pretraining method, whole in-context model or encoder only).
+_FINETUNE_SOURCES = {
+    **{m: (m, m in INCONTEXT_METHODS) for m in METHODS},
+    **{_encoder_row(m): (m, False) for m in INCONTEXT_METHODS},
+}
 
 # Row order of the tables and plots.
 TABLE_METHODS = list(dict.fromkeys(METHODS + FINETUNE_METHODS))
@@ -189,13 +212,15 @@ def pretrained_encoder(wildcards):
     return f"{RESULTS}/pretrain/{wildcards.method}/encoder.pt"
 
 
+def finetune_whole_model(wildcards):
+    """Whether a finetuning row trains the whole in-context model (MASS-FT) rather than an encoder."""
+    return _FINETUNE_SOURCES[wildcards.method][1]
+
+
 def finetune_start(wildcards):
-    """What a finetuning run starts from: MASS-FT the whole MASS checkpoint, every other row an encoder."""
-    if wildcards.method == "mass":
-        return f"{RESULTS}/pretrain/mass/final.pt"
-    if wildcards.method == MASS_ENCODER:
-        return f"{RESULTS}/pretrain/mass/encoder.pt"
-    return pretrained_encoder(wildcards)
+    """What a finetuning run starts from: MASS-FT the whole in-context checkpoint, every other row an encoder."""
+    method, whole = _FINETUNE_SOURCES[wildcards.method]
+    return f"{RESULTS}/pretrain/{method}/{'final.pt' if whole else 'encoder.pt'}"
 
 
 def finetune_run(dataset, method, budget, seed):
@@ -254,41 +279,42 @@ def example_inputs():
     return [s["manifest"] for s in specs] + [p for s in specs for p in s["predictions"].values()]
 
 
-# MASS's learning curve: its snapshots and its final checkpoint, evaluated alike.
+# The learning curve of the in-context methods (MASS): their snapshots and final checkpoints, evaluated alike.
 CURVE = EVALUATION["learning_curve"]
 PRETRAIN_STEPS = config["pretrain"]["train"]["steps"]
 SNAPSHOT_STEPS = sorted(config["pretrain"]["train"]["snapshot_steps"])
-CURVE_STEPS = [*SNAPSHOT_STEPS, PRETRAIN_STEPS] if SNAPSHOT_STEPS and "mass" in METHODS else []
+CURVE_STEPS = [*SNAPSHOT_STEPS, PRETRAIN_STEPS] if SNAPSHOT_STEPS and INCONTEXT_METHODS else []
 CURVE_BUDGET = f"cases_{CURVE['label_count']}"
 
 
 def curve_checkpoint(wildcards):
-    """The MASS training checkpoint after `step` steps: a snapshot, or final.pt at the last step."""
+    """The method's training checkpoint after `step` steps: a snapshot, or final.pt at the last step."""
     step = int(wildcards.step)
     if step == PRETRAIN_STEPS:
-        return f"{RESULTS}/pretrain/mass/final.pt"
-    return str(snapshot_path(f"{RESULTS}/pretrain/mass", step))
+        return f"{RESULTS}/pretrain/{wildcards.method}/final.pt"
+    return str(snapshot_path(f"{RESULTS}/pretrain/{wildcards.method}", step))
 
 
-def _curve_fewshot(dataset, step, seed):
+def _curve_fewshot(dataset, method, step, seed):
     # The final model's run is the main few-shot run when the study has it.
     if step == PRETRAIN_STEPS and CURVE["k"] in EVALUATION["fewshot_k"] and seed in EVALUATION["seeds"]:
-        return f"{EVALUATION_DIR}/{dataset}/fewshot/mass/k_{CURVE['k']}/seed_{seed}/metrics.parquet"
-    return f"{EVALUATION_DIR}/{dataset}/curve/step_{step}/fewshot/mass/k_{CURVE['k']}/seed_{seed}/metrics.parquet"
+        return f"{EVALUATION_DIR}/{dataset}/fewshot/{method}/k_{CURVE['k']}/seed_{seed}/metrics.parquet"
+    return f"{EVALUATION_DIR}/{dataset}/curve/step_{step}/fewshot/{method}/k_{CURVE['k']}/seed_{seed}/metrics.parquet"
 
 
-def _curve_finetune(dataset, step, seed):
+def _curve_finetune(dataset, method, step, seed):
     # Likewise the final model's MASS-FT run at the curve's budget.
     budget = Budget.parse(CURVE_BUDGET)
-    if step == PRETRAIN_STEPS and "mass" in FINETUNE_METHODS and seed in FINETUNE_SEEDS.get(budget, []):
-        return f"{finetune_run(dataset, 'mass', budget, seed)}/metrics.parquet"
-    return f"{EVALUATION_DIR}/{dataset}/curve/step_{step}/finetune/mass/{CURVE_BUDGET}/seed_{seed}/metrics.parquet"
+    if step == PRETRAIN_STEPS and method in FINETUNE_METHODS and seed in FINETUNE_SEEDS.get(budget, []):
+        return f"{finetune_run(dataset, method, budget, seed)}/metrics.parquet"
+    return f"{EVALUATION_DIR}/{dataset}/curve/step_{step}/finetune/{method}/{CURVE_BUDGET}/seed_{seed}/metrics.parquet"
 
 
 def curve_runs():
     """Per pretraining step, the metrics files of its in-context and its MASS-FT runs."""
-    fewshot = {step: [_curve_fewshot(d, step, s) for d in EVAL_DATASETS for s in CURVE["seeds"]] for step in CURVE_STEPS}
-    finetune = {step: [_curve_finetune(d, step, s) for d in EVAL_DATASETS for s in CURVE["seeds"]] for step in CURVE_STEPS}
+    runs = [(d, m, s) for d in EVAL_DATASETS for m in INCONTEXT_METHODS for s in CURVE["seeds"]]
+    fewshot = {step: [_curve_fewshot(d, m, step, s) for d, m, s in runs] for step in CURVE_STEPS}
+    finetune = {step: [_curve_finetune(d, m, step, s) for d, m, s in runs] for step in CURVE_STEPS}
     return fewshot, finetune
 
 

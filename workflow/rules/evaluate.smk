@@ -18,7 +18,7 @@ rule finetune_seg:
         subset_seed=EVALUATION["subset_seed"],
         encoder=config["pretrain"]["encoder"],
         start=finetune_start,
-        whole_model=lambda wildcards: wildcards.method == "mass",
+        whole_model=finetune_whole_model,
     wildcard_constraints:
         method="|".join(FINETUNE_METHODS),
         budget=r"fraction_[0-9]*\.?[0-9]+|cases_[0-9]+",
@@ -85,7 +85,7 @@ rule linear_probe:
         "../scripts/linear_probe.py"
 
 
-# MASS's learning curve (evaluation.learning_curve): the snapshots are not
+# The learning curve of the in-context methods (MASS; evaluation.learning_curve): the snapshots are not
 # declared outputs of `pretrain` (a failed attempt would delete them, and the
 # resumed run could not write them again), so these jobs wait for final.pt
 # and read the snapshot named in their params.
@@ -94,7 +94,7 @@ rule linear_probe:
 rule curve_fewshot:
     input:
         manifest=f"{RESULTS}/{{dataset}}/manifest.parquet",
-        final=f"{RESULTS}/pretrain/mass/final.pt",
+        final=f"{RESULTS}/pretrain/{{method}}/final.pt",
     output:
         metrics=f"{EVALUATION_DIR}/{{dataset}}/curve/step_{{step}}/fewshot/{{method}}/k_{{k}}/seed_{{seed}}/metrics.parquet",
         summary=f"{EVALUATION_DIR}/{{dataset}}/curve/step_{{step}}/fewshot/{{method}}/k_{{k}}/seed_{{seed}}/summary.json",
@@ -102,7 +102,7 @@ rule curve_fewshot:
         settings=EVALUATION["fewshot"],
         checkpoint=curve_checkpoint,
     wildcard_constraints:
-        method="mass",
+        method=method_pattern(lambda entry: entry.in_context),
         step=r"\d+",
         k=r"\d+",
         seed=r"\d+",
@@ -120,7 +120,7 @@ rule curve_fewshot:
 rule curve_finetune:
     input:
         manifest=f"{RESULTS}/{{dataset}}/manifest.parquet",
-        final=f"{RESULTS}/pretrain/mass/final.pt",
+        final=f"{RESULTS}/pretrain/{{method}}/final.pt",
     output:
         metrics=f"{EVALUATION_DIR}/{{dataset}}/curve/step_{{step}}/finetune/{{method}}/{{budget}}/seed_{{seed}}/metrics.parquet",
         summary=f"{EVALUATION_DIR}/{{dataset}}/curve/step_{{step}}/finetune/{{method}}/{{budget}}/seed_{{seed}}/summary.json",
@@ -132,7 +132,7 @@ rule curve_finetune:
         start=curve_checkpoint,
         whole_model=True,
     wildcard_constraints:
-        method="mass",
+        method=method_pattern(lambda entry: entry.in_context),
         step=r"\d+",
         budget=r"cases_[0-9]+",
         seed=r"\d+",

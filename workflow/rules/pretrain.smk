@@ -17,7 +17,7 @@ rule pretrain:
             subcategory="{method}",
         ),
     wildcard_constraints:
-        method="mass|mim|mim_hier",
+        method=method_pattern(),
     params:
         out_dir=lambda wildcards, output: str(Path(output.final).parent),
         proposals_roots=[f"{RESULTS}/{name}/proposals" for name in PRETRAIN_DATASETS],
@@ -63,9 +63,9 @@ rule reconstruction_figure:
             subcategory="{method}",
         ),
     wildcard_constraints:
-        method="mim|mim_hier",
+        method=method_pattern(lambda entry: entry.reconstruction_figure),
     params:
-        mask_ratio=lambda wildcards: config["pretrain"][wildcards.method]["mask_ratio"],
+        mask_ratio=lambda wildcards: config["pretrain"][PRETEXT_TASKS[wildcards.method].section]["mask_ratio"],
     log:
         "logs/pretrain/{method}_reconstruction.log",
     conda:
@@ -86,7 +86,7 @@ rule training_curves:
             subcategory="{method}",
         ),
     wildcard_constraints:
-        method="mass|mim|mim_hier",
+        method=method_pattern(),
     log:
         "logs/pretrain/{method}_curves.log",
     conda:
