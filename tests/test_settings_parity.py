@@ -12,6 +12,7 @@ import yaml
 from mass_core.config_section import config_key, from_section
 from mass_core.evaluate.fewshot import FewshotParams
 from mass_core.evaluate.finetune import FinetuneParams
+from mass_core.evaluate.probe import ProbeParams
 from mass_core.manifest import SplitParams
 from mass_core.models.encoder import EncoderConfig
 from mass_core.models.incontext import InContextConfig
@@ -72,6 +73,7 @@ PAIRS = [
          config_keys(MimHierConfig, ("mim",)) | config_keys(MimConfig, ("model",))),
     Pair("evaluation.finetune", FinetuneParams.from_config, config_keys(FinetuneParams)),
     Pair("evaluation.fewshot", FewshotParams.from_config, config_keys(FewshotParams)),
+    Pair("evaluation.probe", ProbeParams.from_config, config_keys(ProbeParams)),
 ]
 IDS = [pair.path for pair in PAIRS]
 STAGE_KEYS = {*StandardizeParams.OUTSIDE_KEYS, *ProposalParams.OUTSIDE_KEYS}

@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,15 +34,18 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, r
 from torch import nn
 
 from mass_core.atomic import write_with
+from mass_core.config_section import from_section
 from mass_core.evaluate.cases import EvalCase, load_split
 from mass_core.evaluate.windows import resolve_device
 from mass_core.models.encoder import EncoderConfig, ResidualEncoder
 from mass_core.pretrain.checkpoint import load_encoder
 
 __all__ = [
+    "DEVICES",
     "POOLINGS",
     "PROBE_FILES",
     "REGULARIZATION_GRID",
+    "ProbeParams",
     "ProbeResult",
     "classification_metrics",
     "deepest_features",
@@ -52,6 +55,32 @@ __all__ = [
 ]
 
 POOLINGS = ("avg", "attention")
+DEVICES = ("auto", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class ProbeParams:
+    """Settings of the frozen-encoder classification (config key ``evaluation.probe``).
+
+    Args:
+        pooling: ``"avg"`` (mean of the deepest features, logistic regression)
+            or ``"attention"`` (gated attention learned with the linear head).
+        device: ``auto`` (CUDA when available), ``cuda`` or ``cpu``.
+    """
+
+    pooling: str = "avg"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> ProbeParams:
+        """Build from the config's ``evaluation.probe`` section (unknown keys are an error)."""
+        return from_section(cls, section, "evaluation.probe")
 PROBE_FILES = {"metrics": "metrics.parquet", "predictions": "predictions.parquet"}
 # Inverse regularisation strengths tried on val (scikit-learn's C).
 REGULARIZATION_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
@@ -237,8 +266,7 @@ def run_probe(
     seed: int,
     encoder_weights: str | os.PathLike | None,
     encoder_config: EncoderConfig | None,
-    pooling: str,
-    device: str = "auto",
+    params: ProbeParams,
     threads: int | None = None,
 ) -> pd.DataFrame:
     """Probe the frozen encoder on the manifest's ``class_label``; write :data:`PROBE_FILES` into ``out_dir``.
@@ -251,23 +279,20 @@ def run_probe(
         seed: seeds the attention head (and the encoder when ``encoder_weights`` is ``None``).
         encoder_weights: the method's ``encoder.pt``; ``None`` for a random encoder seeded by ``seed``.
         encoder_config: encoder shape (checked against ``encoder_weights``; required without).
-        pooling: ``"avg"`` or ``"attention"``.
-        device: ``auto``, ``cuda`` or ``cpu``.
+        params: pooling and device.
         threads: torch CPU threads; ``None`` leaves torch's default.
 
     Returns:
         the one-row metrics table. A dataset without two classes in its
         train split gets NaN scores and a ``note`` instead of failing the run.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     started = time.perf_counter()
     if threads is not None:
         torch.set_num_threads(int(threads))
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(params.device)
     splits = {s: [c for c in load_split(manifest_path, s, require_labels=False) if c.class_label >= 0] for s in ("train", "val", "test")}
     labels = {s: np.asarray([c.class_label for c in cases], dtype=np.int64) for s, cases in splits.items()}
-    row = {"dataset": dataset, "method": method, "seed": int(seed), "pooling": pooling,
+    row = {"dataset": dataset, "method": method, "seed": int(seed), "pooling": params.pooling,
            "auroc": math.nan, "accuracy": math.nan, "balanced_accuracy": math.nan, "regularization": math.nan,
            **{f"n_{s}": len(cases) for s, cases in splits.items()}, "note": ""}
     predictions = pd.DataFrame({"case_id": pd.Series(dtype=str), "class_label": pd.Series(dtype=np.int64)})
@@ -282,8 +307,8 @@ def run_probe(
             torch.manual_seed(seed)
             encoder = ResidualEncoder(encoder_config)
         encoder = encoder.to(torch_device).eval()
-        features = {s: _features(encoder, cases, torch_device, pooling) for s, cases in splits.items()}
-        if pooling == "avg":
+        features = {s: _features(encoder, cases, torch_device, params.pooling) for s, cases in splits.items()}
+        if params.pooling == "avg":
             stack = {s: np.stack(f) if f else np.zeros((0, encoder.config.channels[-1])) for s, f in features.items()}
             result = fit_linear_probe(stack["train"], labels["train"], stack["val"], labels["val"], stack["test"], labels["test"])
         else:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mass_core.evaluate.probe import classification_metrics, fit_attention_probe, fit_linear_probe, run_probe
+from mass_core.evaluate.probe import ProbeParams, classification_metrics, fit_attention_probe, fit_linear_probe, run_probe
 
 from .conftest import TINY_ENCODER
 
@@ -67,7 +67,7 @@ def test_train_split_needs_two_classes():
 @pytest.mark.parametrize("pooling", ["avg", pytest.param("attention", marks=pytest.mark.slow)])
 def test_run_probe_writes_metrics(tiny_dataset, tmp_path, pooling):
     metrics = run_probe(tiny_dataset, tmp_path / "out", dataset="tiny", method="scratch", seed=0, encoder_weights=None,
-                        encoder_config=TINY_ENCODER, pooling=pooling, device="cpu")
+                        encoder_config=TINY_ENCODER, params=ProbeParams(pooling, "cpu"))
     stored = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
     assert stored.loc[0, "auroc"] == metrics.loc[0, "auroc"] and 0 <= stored.loc[0, "auroc"] <= 1
     assert (stored.loc[0, "n_train"], stored.loc[0, "n_val"], stored.loc[0, "n_test"]) == (4, 2, 2)
@@ -79,5 +79,5 @@ def test_run_probe_without_classification_labels(tiny_dataset, tmp_path):
     manifest = pd.read_parquet(tiny_dataset).assign(class_label=-1)
     manifest.to_parquet(tiny_dataset)
     metrics = run_probe(tiny_dataset, tmp_path / "out", dataset="tiny", method="scratch", seed=0, encoder_weights=None,
-                        encoder_config=TINY_ENCODER, pooling="avg", device="cpu")
+                        encoder_config=TINY_ENCODER, params=ProbeParams("avg", "cpu"))
     assert math.isnan(metrics.loc[0, "auroc"]) and "two classes" in metrics.loc[0, "note"]

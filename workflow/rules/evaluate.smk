@@ -69,7 +69,7 @@ rule linear_probe:
         metrics=f"{EVALUATION_DIR}/{{dataset}}/probe/{{method}}/seed_{{seed}}/metrics.parquet",
         predictions=f"{EVALUATION_DIR}/{{dataset}}/probe/{{method}}/seed_{{seed}}/predictions.parquet",
     params:
-        pooling=EVALUATION["probe"]["pooling"],
+        settings=EVALUATION["probe"],
         encoder=config["pretrain"]["encoder"],
     wildcard_constraints:
         method="|".join(METHODS),

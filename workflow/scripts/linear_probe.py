@@ -3,7 +3,7 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from mass_core.evaluate.probe import run_probe
+from mass_core.evaluate.probe import ProbeParams, run_probe
 from mass_core.models.encoder import EncoderConfig
 
 run_probe(
@@ -14,6 +14,6 @@ run_probe(
     seed=int(snakemake.wildcards.seed),
     encoder_weights=snakemake.input.encoder,
     encoder_config=EncoderConfig.from_dict(snakemake.params.encoder),
-    pooling=snakemake.params.pooling,
+    params=ProbeParams.from_config(snakemake.params.settings),
     threads=snakemake.threads,
 )
