@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -41,12 +40,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mass_core.atomic import uncommit, write_json, write_with
 from mass_core.config_section import from_section
 from mass_core.evaluate.cases import dataset_classes, load_split
 from mass_core.evaluate.metrics import mask_metrics
 from mass_core.evaluate.subsets import seeded_order
-from mass_core.evaluate.windows import centred_box, check_window, extract_crop, resolve_device, sliding_window_logits
+from mass_core.evaluate.job import start_job
+from mass_core.evaluate.windows import centred_box, check_window, extract_crop, sliding_window_logits
 from mass_core.labels import ignored
 from mass_core.models.incontext import InContextConfig, InContextSegmenter, TaskTokens
 from mass_core.pretrain.checkpoint import load_checkpoint, load_state_dict_checked
@@ -263,12 +262,8 @@ def run_fewshot(
     Returns:
         the summary written to ``summary.json``.
     """
-    started, cpu_started = time.perf_counter(), time.process_time()
-    # summary.json, written last, marks a finished run; an earlier one goes first.
-    uncommit(out_dir, FEWSHOT_FILES["summary"], [FEWSHOT_FILES["metrics"]])
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    device = resolve_device(params.device)
+    job = start_job(out_dir, FEWSHOT_FILES, "summary", threads, params.device)
+    device = job.device
     model = load_incontext_segmenter(checkpoint).to(device)
     factor = model.config.encoder.downsampling_factor
     check_window(params.crop, factor, "crop")
@@ -294,8 +289,7 @@ def run_fewshot(
     ]
     metrics = pd.concat(frames, ignore_index=True).assign(dataset=dataset, method=method, k=int(k), seed=int(seed))
     metrics = metrics[["dataset", "method", "k", "seed", "references", "case_id", "class_id", "dice", "hd95_mm", "truth_voxels", "pred_voxels"]]
-    out_dir = Path(out_dir)
-    write_with(out_dir / FEWSHOT_FILES["metrics"], lambda tmp: metrics.to_parquet(tmp, index=False))
+    job.write_table("metrics", metrics)
     per_class = metrics[metrics["references"] == "own"].groupby("class_id")["dice"].mean()
     swapped = metrics[metrics["references"] == "swapped"].groupby("class_id")["dice"].mean()
     summary = {
@@ -311,9 +305,5 @@ def run_fewshot(
         "test_dice": float(per_class.mean()),
         "test_dice_per_class": {str(c): (None if np.isnan(v) else float(v)) for c, v in per_class.items()},
         "swapped_test_dice": float(swapped.mean()) if len(swapped) else None,
-        "device": str(device),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "cpu_seconds": round(time.process_time() - cpu_started, 1),
     }
-    write_json(out_dir / FEWSHOT_FILES["summary"], summary)
-    return summary
+    return job.write_summary(summary)

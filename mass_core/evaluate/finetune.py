@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -48,13 +47,13 @@ import torch
 import torch.nn.functional as F
 from monai.losses import MaskedDiceLoss
 
-from mass_core.atomic import uncommit, write_json, write_with
 from mass_core.config_section import from_section
 from mass_core.evaluate.cases import EvalCase, dataset_classes, load_split
 from mass_core.evaluate.metrics import label_map_metrics
 from mass_core.evaluate.segmentation import ClassPriorNet, SegmentationNet, build_class_prior_model, build_segmentation_model
 from mass_core.evaluate.subsets import Budget
-from mass_core.evaluate.windows import centred_box, check_window, extract_crop, resolve_device, sliding_window_logits
+from mass_core.evaluate.job import start_job
+from mass_core.evaluate.windows import centred_box, check_window, extract_crop, sliding_window_logits
 from mass_core.labels import IGNORE_LABEL
 from mass_core.models.encoder import EncoderConfig
 from mass_core.pretrain.checkpoint import load_checkpoint
@@ -371,12 +370,8 @@ def run_finetune(
     Returns:
         the summary written to ``summary.json``.
     """
-    started, cpu_started = time.perf_counter(), time.process_time()
-    # summary.json, written last, marks a finished run; an earlier one goes first.
-    uncommit(out_dir, FINETUNE_FILES["summary"], [FINETUNE_FILES["metrics"], FINETUNE_FILES["predictions"]])
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    device = resolve_device(params.device)
+    job = start_job(out_dir, FINETUNE_FILES, "summary", threads, params.device)
+    device = job.device
     classes = dataset_classes(manifest_path)
     train_all = load_split(manifest_path, "train", require_labels=True)
     try:
@@ -434,9 +429,8 @@ def run_finetune(
     metrics, predictions = _evaluate(model, test, classes, params, device, hd95=True)
     metrics = metrics.assign(dataset=dataset, method=method, budget=budget.token, label_cases=len(chosen), fraction=share, seed=int(seed))
     metrics = metrics[["dataset", "method", "budget", "label_cases", "fraction", "seed", "case_id", "class_id", "dice", "hd95_mm", "truth_voxels", "pred_voxels"]]
-    out_dir = Path(out_dir)
-    write_with(out_dir / FINETUNE_FILES["metrics"], lambda tmp: metrics.to_parquet(tmp, index=False))
-    write_with(out_dir / FINETUNE_FILES["predictions"], lambda tmp: _save_npz(tmp, predictions))
+    job.write_table("metrics", metrics)
+    job.write("predictions", lambda tmp: _save_npz(tmp, predictions))
     summary = {
         "dataset": dataset,
         "method": method,
@@ -458,12 +452,9 @@ def run_finetune(
         "history": history,
         "test_dice": _mean_dice(metrics),
         "test_hd95_mm": float(metrics.groupby("class_id")["hd95_mm"].mean().mean()),
-        "device": str(device),
         "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "cpu_seconds": round(time.process_time() - cpu_started, 1),
     }
-    write_json(out_dir / FINETUNE_FILES["summary"], _finite(summary))
+    summary = job.write_summary(summary)
     print(json.dumps({k: summary[k] for k in ("method", "budget", "seed", "test_dice", "total_seconds", "cpu_seconds")}), file=sys.stderr)
     return summary
 
@@ -481,14 +472,3 @@ def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     path.write_bytes(buffer.getvalue())
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: replace non-finite floats by ``None``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

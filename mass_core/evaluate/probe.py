@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -33,10 +31,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss, roc_auc_score
 from torch import nn
 
-from mass_core.atomic import write_with
 from mass_core.config_section import from_section
 from mass_core.evaluate.cases import EvalCase, load_split
-from mass_core.evaluate.windows import resolve_device
+from mass_core.evaluate.job import start_job
 from mass_core.models.encoder import EncoderConfig, ResidualEncoder
 from mass_core.pretrain.checkpoint import load_encoder
 
@@ -286,10 +283,9 @@ def run_probe(
         the one-row metrics table. A dataset without two classes in its
         train split gets NaN scores and a ``note`` instead of failing the run.
     """
-    started = time.perf_counter()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    torch_device = resolve_device(params.device)
+    # metrics.parquet, written last, marks a finished run.
+    job = start_job(out_dir, PROBE_FILES, "metrics", threads, params.device)
+    torch_device = job.device
     splits = {s: [c for c in load_split(manifest_path, s, require_labels=False) if c.class_label >= 0] for s in ("train", "val", "test")}
     labels = {s: np.asarray([c.class_label for c in cases], dtype=np.int64) for s, cases in splits.items()}
     row = {"dataset": dataset, "method": method, "seed": int(seed), "pooling": params.pooling,
@@ -319,9 +315,8 @@ def run_probe(
         predictions = pd.DataFrame({"case_id": [c.case_id for c in splits["test"]], "class_label": labels["test"],
                                     "predicted": result.classes[np.argmax(result.probabilities, axis=1)],
                                     **{f"prob_{c}": result.probabilities[:, i] for i, c in enumerate(result.classes)}})
-    row["seconds"] = round(time.perf_counter() - started, 1)
+    row["seconds"] = job.seconds()["total_seconds"]
     metrics = pd.DataFrame([row])
-    out_dir = Path(out_dir)
-    write_with(out_dir / PROBE_FILES["metrics"], lambda tmp: metrics.to_parquet(tmp, index=False))
-    write_with(out_dir / PROBE_FILES["predictions"], lambda tmp: predictions.to_parquet(tmp, index=False))
+    job.write_table("predictions", predictions)
+    job.write_table("metrics", metrics)
     return metrics
