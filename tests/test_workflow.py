@@ -166,8 +166,9 @@ def test_tiny_config_runs_every_stage_and_caches(tmp_path, workdir):
     manifest = pd.read_parquet(results / "phantom/manifest.parquet")
     assert len(manifest) == 6 and set(manifest["split"]) == {"train", "val", "test"}
     for row in manifest.itertuples():
-        image = np.load(row.image, mmap_mode="r")
-        label = np.load(row.label, mmap_mode="r")
+        # The manifest's paths are relative to Snakemake's working directory.
+        image = np.load(workdir / row.image, mmap_mode="r")
+        label = np.load(workdir / row.label, mmap_mode="r")
         assert image.shape == label.shape == (row.shape_x, row.shape_y, row.shape_z)
         assert abs(float(image[label > 0].mean())) < 3 and set(np.unique(label)) >= {0, 1, 2, 3, 4, 5, 6}
     recall = pd.read_parquet(results / "phantom/proposals/recall.parquet")
