@@ -35,6 +35,7 @@ __all__ = [
     "MODALITIES",
     "StandardizeParams",
     "StandardizedCase",
+    "dataset_settings",
     "foreground_box",
     "normalise",
     "run_standardize",
@@ -46,6 +47,7 @@ MODALITIES = ("CT", "MR", "PET")
 # A case folder is complete when its marker exists (written last).
 CASE_MARKER = "meta.json"
 CASE_MEMBERS = ("image.npy", "label.npy")
+ROIS = ("body", "label_box")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,14 @@ class StandardizeParams:
         foreground_fraction: MR/PET voxels above ``p_lo + fraction * (p_hi - p_lo)``
             count as foreground.
         margin_mm: margin kept around the foreground bounding box, in mm.
+        roi: what the case is cropped to: ``"body"`` (the foreground box above,
+            label-free) or ``"label_box"`` (the ground truth's bounding box plus
+            ``label_margin_mm``, as the MASS paper's preprocessing does; it uses
+            the labels, so a model never sees what lies outside them). A case
+            without any labeled voxel is cropped to its body either way, and
+            ``meta.json`` records which crop was used.
+        label_margin_mm: margin (X, Y, Z) in mm around the label box (the paper's
+            BTCV: 30, 30, 8); per dataset through ``datasets.<name>.standardize``.
     """
 
     spacing_mm: tuple[float, float, float] = (1.5, 1.5, 1.5)
@@ -68,6 +78,8 @@ class StandardizeParams:
     ct_foreground_hu: float = -500.0
     foreground_fraction: float = 0.1
     margin_mm: float = 10.0
+    roi: str = "body"
+    label_margin_mm: tuple[float, float, float] = (30.0, 30.0, 30.0)
 
     CONFIG_KEYS = {"spacing": "spacing_mm"}
     # Read by run_standardize, which decides what a bad case does.
@@ -75,7 +87,7 @@ class StandardizeParams:
 
     def __post_init__(self) -> None:
         # Floats, so that meta.json records YAML integers the same as code floats.
-        for name in ("spacing_mm", "ct_clip_hu", "percentiles"):
+        for name in ("spacing_mm", "ct_clip_hu", "percentiles", "label_margin_mm"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         for name in ("ct_foreground_hu", "foreground_fraction", "margin_mm"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -89,11 +101,27 @@ class StandardizeParams:
             raise ValueError(f"foreground_fraction must be in [0, 1), got {self.foreground_fraction}")
         if self.margin_mm < 0:
             raise ValueError(f"margin_mm must be >= 0, got {self.margin_mm}")
+        if self.roi not in ROIS:
+            raise ValueError(f"roi must be one of {ROIS}, got {self.roi!r}")
+        if len(self.label_margin_mm) != 3 or min(self.label_margin_mm) < 0:
+            raise ValueError(f"label_margin_mm must be three numbers >= 0, got {self.label_margin_mm}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> StandardizeParams:
         """Build from the config's ``standardize`` section; unknown keys raise ``ValueError``."""
         return from_section(cls, section, "standardize")
+
+
+def dataset_settings(section: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """One dataset's ``standardize`` settings: the section with the dataset's own values over it.
+
+    Raises:
+        ValueError: the result is not a valid :class:`StandardizeParams` (checked
+            here, when Snakemake builds its jobs, rather than in every case's job).
+    """
+    merged = {**section, **override}
+    StandardizeParams.from_config(merged)
+    return merged
 
 
 def foreground_box(
@@ -110,8 +138,14 @@ def foreground_box(
     mask = array > threshold
     if not mask.any():
         raise CaseError(case_id, f"no foreground: no voxel above the threshold {threshold:g}")
-    margin = [int(np.ceil(margin_mm / s)) for s in spacing_mm]
-    start, end = generate_spatial_bounding_box(largest_component(mask)[None], margin=margin, allow_smaller=True)
+    return _box(largest_component(mask), spacing_mm, (margin_mm,) * 3)
+
+
+def _box(mask: np.ndarray, spacing_mm: tuple[float, float, float],
+         margin_mm: tuple[float, float, float]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Half-open bounding box of ``mask`` plus a margin in mm per axis, inside the volume."""
+    margin = [int(np.ceil(m / s)) for m, s in zip(margin_mm, spacing_mm)]
+    start, end = generate_spatial_bounding_box(mask[None], margin=margin, allow_smaller=True)
     return tuple((int(lo), int(hi)) for lo, hi in zip(start, end))  # type: ignore[return-value]
 
 
@@ -192,18 +226,28 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
     grid = ras_grid_covering(image, params.spacing_mm)
     resampled = image_array(resample_to_grid(image, grid, sitk.sitkLinear, sitk.sitkFloat32, _air_value(image, modality)))
     threshold = _foreground_threshold(resampled, modality, params)
-    box = foreground_box(resampled, threshold, params.spacing_mm, params.margin_mm, case_id)
+    # Nearest neighbour keeps IGNORE_LABEL intact; the fill value 0 outside
+    # the original field of view is background, as there is no body there.
+    full_label = None if label is None else image_array(
+        resample_to_grid(label, grid, sitk.sitkNearestNeighbor, label.GetPixelID(), 0))
+    labeled = None if full_label is None else (full_label > 0) & ~ignored(full_label)
+    roi = "label_box" if params.roi == "label_box" and labeled is not None and labeled.any() else "body"
+    if roi == "label_box":
+        box = _box(labeled, params.spacing_mm, params.label_margin_mm)
+    else:
+        box = foreground_box(resampled, threshold, params.spacing_mm, params.margin_mm, case_id)
     crop = tuple(slice(lo, hi) for lo, hi in box)
     cropped = resampled[crop]
-    normalised, stats = normalise(cropped, cropped > threshold, modality, params, case_id)
+    body = cropped > threshold
+    if not body.any():
+        raise CaseError(case_id, f"no foreground inside the {roi} crop: no voxel above the threshold {threshold:g}")
+    normalised, stats = normalise(cropped, body, modality, params, case_id)
 
     label_array = None
     label_classes: list[int] = []
     ignored_voxels = 0
-    if label is not None:
-        # Nearest neighbour keeps IGNORE_LABEL intact; the fill value 0 outside
-        # the original field of view is background, as there is no body there.
-        label_array = image_array(resample_to_grid(label, grid, sitk.sitkNearestNeighbor, label.GetPixelID(), 0))[crop]
+    if full_label is not None:
+        label_array = full_label[crop]
         label_classes = foreground_classes(label_array)
         ignored_voxels = int(np.count_nonzero(ignored(label_array)))
     meta = {
@@ -213,6 +257,7 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
         "original": Grid.of(image).to_dict(),
         "grid": grid.to_dict(),
         "crop_box": [list(b) for b in box],
+        "roi": roi,
         "shape": list(normalised.shape),
         "spacing": list(params.spacing_mm),
         "foreground_threshold": threshold,

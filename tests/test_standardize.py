@@ -186,3 +186,39 @@ def test_a_failed_rerun_leaves_no_case_that_looks_complete(sphere_case, tmp_path
     else:
         assert run_standardize(rerun, out, StandardizeParams(), on_error="skip")["status"] == "skipped"
         assert sorted(p.name for p in out.iterdir()) == ["meta.json"]
+
+
+def test_label_box_crop_keeps_the_labels_plus_the_margin(sphere_case, tmp_path):
+    image_path, label_path, _, _ = sphere_case
+    params = StandardizeParams(spacing_mm=(2.0, 2.0, 2.0), roi="label_box", label_margin_mm=(4.0, 6.0, 0.0))
+    meta = standardize_case(CaseSource("s", image_path, label_path, "CT"), tmp_path / "box", params)
+    label = np.load(tmp_path / "box" / "label.npy")
+    present = np.argwhere(label > 0)
+    lo, hi = present.min(axis=0), present.max(axis=0) + 1
+    # 2, 3 and 0 voxels of margin on each side (the sphere lies well inside the scan).
+    assert meta["roi"] == "label_box" and lo.tolist() == [2, 3, 0] and (np.array(label.shape) - hi).tolist() == [2, 3, 0]
+    body = standardize_case(CaseSource("s", image_path, label_path, "CT"), tmp_path / "body", StandardizeParams(spacing_mm=(2.0, 2.0, 2.0)))
+    assert body["roi"] == "body" and all(b > s for b, s in zip(body["shape"], meta["shape"]))
+    # The same physical voxels, only less of them: the label box lies inside the body box here.
+    offset = np.array([b[0] for b in meta["crop_box"]]) - np.array([b[0] for b in body["crop_box"]])
+    body_label = np.load(tmp_path / "body" / "label.npy")
+    assert np.array_equal(body_label[tuple(slice(o, o + n) for o, n in zip(offset, label.shape))], label)
+
+
+def test_label_box_without_labels_falls_back_to_the_body(sphere_case, tmp_path):
+    image_path, _, _, _ = sphere_case
+    params = StandardizeParams(spacing_mm=(2.0, 2.0, 2.0))
+    body = standardize_case(CaseSource("s", image_path, None, "CT"), tmp_path / "body", params)
+    boxed = standardize_case(CaseSource("s", image_path, None, "CT"), tmp_path / "box",
+                             StandardizeParams(spacing_mm=(2.0, 2.0, 2.0), roi="label_box"))
+    assert boxed["roi"] == "body" and boxed["crop_box"] == body["crop_box"]
+    assert np.array_equal(np.load(tmp_path / "box" / "image.npy"), np.load(tmp_path / "body" / "image.npy"))
+
+
+def test_dataset_settings_lay_the_dataset_over_the_section():
+    from mass_core.standardize import dataset_settings
+
+    merged = dataset_settings({"spacing": [2, 2, 2], "on_error": "skip"}, {"roi": "label_box", "label_margin_mm": [30, 30, 8]})
+    assert merged == {"spacing": [2, 2, 2], "on_error": "skip", "roi": "label_box", "label_margin_mm": [30, 30, 8]}
+    with pytest.raises(ValueError, match="roi must be one of"):
+        dataset_settings({}, {"roi": "label_bx"})

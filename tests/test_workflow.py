@@ -285,3 +285,11 @@ def test_a_config_naming_its_own_datasets_runs_on_those_alone(tmp_path, workdir)
     # The embedded default's phantom is neither generated nor standardized nor pretrained on.
     assert "generate_phantom" not in jobs and jobs["standardize"] == 3 and jobs["manifest"] == 1
     assert "phantom" not in out.replace("phantom.smk", "")
+
+
+def test_a_datasets_own_standardize_settings_are_checked_when_the_jobs_are_built(tmp_path, workdir):
+    override = tmp_path / "roi.yaml"
+    override.write_text(yaml.safe_dump({"datasets": {"phantom": {"standardize": {"roi": "label_bx"}}}}))
+    result = snakemake("-n", "all", "--configfile", ".test/config.yaml", str(override), cwd=workdir, check=False)
+    assert result.returncode != 0 and _own_lines(result) == [
+        "config error: datasets.phantom.standardize: roi must be one of ('body', 'label_box'), got 'label_bx'"]

@@ -13,6 +13,7 @@ from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
 from mass_core.pretrain.run import PRETEXT_TASKS, SCRATCH, check_method_names, load_method_modules
 from mass_core.pretrain.trainer import snapshot_path
 from mass_core.provenance import provenance_path
+from mass_core.standardize import dataset_settings
 
 # Datasets named by the user's --configfile/--config replace the embedded
 # default's instead of joining them: merged, a config for one's own scans would
@@ -67,6 +68,13 @@ def _dataset_cases(name):
 
 
 CASES = {name: _dataset_cases(name) for name in DATASETS}
+# Per dataset: the standardize section with the dataset's own values over it.
+STANDARDIZE = {
+    name: _or_exit(
+        f"config error: datasets.{name}.standardize: ", dataset_settings, config["standardize"], spec.get("standardize", {})
+    )
+    for name, spec in DATASETS.items()
+}
 
 
 def case_source(wildcards):

@@ -5,7 +5,7 @@ rule standardize:
         meta=f"{RESULTS}/{{dataset}}/standardized/{{case}}/meta.json",
     params:
         case=case_source,
-        settings=config["standardize"],
+        settings=lambda wildcards: STANDARDIZE[wildcards.dataset],
     log:
         "logs/standardize/{dataset}/{case}.log",
     group:
