@@ -33,7 +33,7 @@ from mass_core.pretrain.task import PretextTask
 from mass_core.pretrain.trainer import ENCODER_FILE, TrainConfig, TrainResult, train
 from mass_core.proposals.store import LABELS_FILE
 
-__all__ = ["PRETEXT_TASKS", "SCRATCH", "PretextMethod", "check_method_names", "init_scratch", "load_method_modules", "register",
+__all__ = ["PRETEXT_TASKS", "SCRATCH", "PretextMethod", "check_method_names", "finetune_rows", "init_scratch", "load_method_modules", "register",
            "run_pretraining", "training_cases"]
 
 PathLike = str | os.PathLike
@@ -154,6 +154,27 @@ def load_method_modules(modules: Sequence[str]) -> None:
             raise ValueError(f"module {name!r} defines no PRETEXT_METHODS list")
         for method in module.PRETEXT_METHODS:
             register(method)
+
+
+def finetune_rows(methods: Sequence[str], in_context_ways: Sequence[str]) -> dict[str, tuple[str, bool]]:
+    """The finetuning rows of a study in table order: row -> (pretraining method, whether the whole model is finetuned).
+
+    A method with an in-context model gives row ``<name>`` (MASS-FT: the whole
+    in-context model from ``final.pt``) and/or ``<name>_encoder`` (its encoder,
+    like every other method), as ``in_context_ways`` (``evaluation.mass_finetune``)
+    lists ``whole`` / ``encoder``; every other method, :data:`SCRATCH` included,
+    gives one encoder row under its own name.
+    """
+    rows: dict[str, tuple[str, bool]] = {}
+    for method in methods:
+        if method != SCRATCH and PRETEXT_TASKS[method].in_context:
+            if "whole" in in_context_ways:
+                rows[method] = (method, True)
+            if "encoder" in in_context_ways:
+                rows[f"{method}_encoder"] = (method, False)
+        else:
+            rows[method] = (method, False)
+    return rows
 
 
 def check_method_names(names: Sequence[str]) -> None:

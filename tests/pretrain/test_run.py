@@ -117,3 +117,16 @@ def test_a_registered_name_cannot_be_taken_again(registry):
         register(dataclasses.replace(registry["mim"], in_context=True))
     with pytest.raises(ValueError, match="'scratch' is already registered"):
         register(dataclasses.replace(registry["mim"], name="scratch"))
+
+
+@pytest.mark.parametrize("ways, rows", [
+    (["whole"], {"scratch": ("scratch", False), "mim": ("mim", False), "mass": ("mass", True)}),
+    (["whole", "encoder"], {"scratch": ("scratch", False), "mim": ("mim", False), "mass": ("mass", True),
+                            "mass_encoder": ("mass", False)}),
+    (["encoder"], {"scratch": ("scratch", False), "mim": ("mim", False), "mass_encoder": ("mass", False)}),
+])
+def test_finetune_rows_follow_the_registry_and_mass_finetune(ways, rows):
+    from mass_core.pretrain.run import finetune_rows
+
+    result = finetune_rows(["scratch", "mim", "mass"], ways)
+    assert result == rows and list(result) == list(rows)

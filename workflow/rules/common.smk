@@ -10,7 +10,7 @@ from mass_core.config_errors import config_error, dataset_selection
 from mass_core.datasets import class_names, list_cases
 from mass_core.evaluate.aggregate import TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
-from mass_core.pretrain.run import PRETEXT_TASKS, SCRATCH, check_method_names, load_method_modules
+from mass_core.pretrain.run import PRETEXT_TASKS, SCRATCH, check_method_names, finetune_rows, load_method_modules
 from mass_core.pretrain.trainer import snapshot_path
 from mass_core.provenance import provenance_path
 from mass_core.standardize import dataset_settings
@@ -189,27 +189,10 @@ EVAL_DATASETS = _or_exit(
 INCONTEXT_METHODS = [m for m in TRAINED_METHODS if PRETEXT_TASKS[m].in_context]
 
 
-def _encoder_row(method):
-    return f"{method}_encoder"
-
-
-# Finetuned rows: every method; an in-context method (MASS) as MASS-FT (the whole in-context
-# model, row "mass") and/or encoder-only like the baselines (row "mass_encoder"), as
-# evaluation.mass_finetune says.
-FINETUNE_METHODS = [
-    row
-    for m in METHODS
-    for row in (
-        [r for v, r in (("whole", m), ("encoder", _encoder_row(m))) if v in EVALUATION["mass_finetune"]]
-        if m in INCONTEXT_METHODS
-        else [m]
-    )
-]
-# Finetuning row -> (pretraining method, whole in-context model or encoder only).
-_FINETUNE_SOURCES = {
-    **{m: (m, m in INCONTEXT_METHODS) for m in METHODS},
-    **{_encoder_row(m): (m, False) for m in INCONTEXT_METHODS},
-}
+# Finetuned rows, each with its pretraining method and whether the whole in-context model is
+# finetuned (MASS-FT, row "mass") or an encoder (row "mass_encoder" and every other method).
+FINETUNE_ROWS = finetune_rows(METHODS, EVALUATION["mass_finetune"])
+FINETUNE_METHODS = list(FINETUNE_ROWS)
 
 # Row order of the tables and plots.
 TABLE_METHODS = list(dict.fromkeys(METHODS + FINETUNE_METHODS))
@@ -222,12 +205,12 @@ def pretrained_encoder(wildcards):
 
 def finetune_whole_model(wildcards):
     """Whether a finetuning row trains the whole in-context model (MASS-FT) rather than an encoder."""
-    return _FINETUNE_SOURCES[wildcards.method][1]
+    return FINETUNE_ROWS[wildcards.method][1]
 
 
 def finetune_start(wildcards):
     """What a finetuning run starts from: MASS-FT the whole in-context checkpoint, every other row an encoder."""
-    method, whole = _FINETUNE_SOURCES[wildcards.method]
+    method, whole = FINETUNE_ROWS[wildcards.method]
     return f"{RESULTS}/pretrain/{method}/{'final.pt' if whole else 'encoder.pt'}"
 
 
