@@ -27,8 +27,8 @@ from mass_core.config_section import from_section
 from mass_core.datasets import CaseSource
 from mass_core.errors import CaseError
 from mass_core.geometry import Grid, ras_grid_covering, resample_to_grid
-from mass_core.imageio import read_image
 from mass_core.labels import foreground_classes, ignored
+from mass_core.raw_case import read_case
 from mass_core.validation import check_image, check_label, image_array
 
 __all__ = [
@@ -284,8 +284,7 @@ def standardize_case(case: CaseSource, out_dir: str | os.PathLike, params: Stand
     with commit_folder(out_dir, CASE_MARKER, CASE_MEMBERS) as folder:
         if case.modality not in MODALITIES:
             raise CaseError(case.case_id, f"unknown modality {case.modality!r}; expected one of {MODALITIES}")
-        image = read_image(case.image, case.case_id)
-        label = read_image(case.label, case.case_id) if case.label is not None else None
+        image, label = read_case(case)
         result = standardize_images(image, label, case.case_id, case.modality, params, case.ignore_label)
         write_npy(folder / "image.npy", result.image)
         if result.label is not None:
@@ -295,8 +294,11 @@ def standardize_case(case: CaseSource, out_dir: str | os.PathLike, params: Stand
     return meta
 
 
-def _source(case: CaseSource) -> dict[str, str | None]:
-    return {"image": str(case.image), "label": str(case.label) if case.label is not None else None}
+def _source(case: CaseSource) -> dict[str, Any]:
+    source: dict[str, Any] = {"image": str(case.image), "label": str(case.label) if case.label is not None else None}
+    if case.label_parts:
+        source["label_parts"] = {str(class_id): str(path) for class_id, path in case.label_parts}
+    return source
 
 
 def _air_value(image: sitk.Image, modality: str) -> float:

@@ -86,6 +86,8 @@ def standardize_inputs(wildcards):
     inputs = {"image": str(case.image)}
     if case.label is not None:
         inputs["label"] = str(case.label)
+    if case.label_parts:
+        inputs["label_parts"] = [str(path) for _, path in case.label_parts]
     return inputs
 
 
@@ -184,7 +186,7 @@ PLOTS_DIR = f"{RESULTS}/plots"
 # case (an unlabeled pretraining corpus has nothing to finetune or score on).
 EVAL_DATASETS = _or_exit(
     "config error: ", dataset_selection, EVALUATION["datasets"], "evaluation.datasets", DATASETS
-) or [d for d in DATASETS if any(c.label is not None for c in CASES[d].values())]
+) or [d for d in DATASETS if any(c.labeled for c in CASES[d].values())]
 # Methods whose final.pt holds an in-context model, i.e. that segment without training.
 INCONTEXT_METHODS = [m for m in TRAINED_METHODS if PRETEXT_TASKS[m].in_context]
 
