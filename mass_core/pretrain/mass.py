@@ -123,13 +123,15 @@ class MassTask(PretextTask):
         cases: training cases (any :class:`~mass_core.pretrain.sampler.CaseSource`).
         config: model, sampler and loss settings.
         checks: held-out checks (one per dataset with val cases); their scores are averaged.
+        weights: per-case draw weights (the datasets' ``pretrain_weight``); ``None`` draws uniformly.
     """
 
     method: ClassVar[str] = "mass"
 
-    def __init__(self, cases: Sequence[CaseSource], config: MassConfig, checks: Sequence[HeldOutCheck] = ()) -> None:
+    def __init__(self, cases: Sequence[CaseSource], config: MassConfig, checks: Sequence[HeldOutCheck] = (),
+                 weights: Sequence[float] | None = None) -> None:
         self.config = config
-        self.sampler = TaskSampler(cases, config.sampler)
+        self.sampler = TaskSampler(cases, config.sampler, weights)
         self.checks = list(checks)
 
     def model_config(self) -> dict[str, Any]:

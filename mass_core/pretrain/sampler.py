@@ -50,6 +50,7 @@ from mass_core.pretrain.augment import (
     augment_intensity,
     random_affine,
 )
+from mass_core.pretrain.case_draw import CaseDraw
 
 __all__ = ["CaseArrays", "CaseSource", "NpyCase", "SamplerConfig", "TaskSample", "TaskSampler", "read_crop", "task_rng"]
 
@@ -235,23 +236,25 @@ class TaskSampler:
         cases: sources of the training cases (:class:`CaseArrays`, :class:`NpyCase`
             or any :class:`CaseSource`, e.g. a proposal store).
         config: crop, mask and augmentation settings.
+        weights: per-case draw weights (the datasets' ``pretrain_weight``); ``None`` draws uniformly.
 
     Example:
         >>> sampler = TaskSampler([case], SamplerConfig(crop_size=32, num_masks=4))
         >>> task = sampler.sample(seed=0, step=10, index=1)  # same arrays every time
     """
 
-    def __init__(self, cases: Sequence[CaseSource], config: SamplerConfig) -> None:
+    def __init__(self, cases: Sequence[CaseSource], config: SamplerConfig, weights: Sequence[float] | None = None) -> None:
         if not cases:
             raise ValueError("cases must hold at least one case")
         self.cases = list(cases)
+        self.draw_case = CaseDraw(len(self.cases), weights)
         self.config = config
 
     def sample(self, seed: int, step: int, index: int) -> TaskSample:
         """Task ``index`` of global step ``step`` of the run seeded ``seed``."""
         cfg = self.config
         rng = task_rng(seed, step, index)
-        case_index = int(rng.integers(len(self.cases)))
+        case_index = self.draw_case(rng)
         case = self.cases[case_index].open()
         shape = tuple(case.image.shape)
         if len(shape) != 3:

@@ -159,6 +159,10 @@ def pretrain_settings(wildcards, resources):
     # method_modules only when set, so that the params of existing runs (a rerun trigger) stay as they were.
     keys = ("train", "encoder", *([own] if own else []), *(["method_modules"] if METHOD_MODULES else []))
     settings = {key: section[key] for key in keys}
+    weights = [DATASETS[name]["pretrain_weight"] for name in PRETRAIN_DATASETS]
+    # Only when they differ, so that the params of unweighted runs (a rerun trigger) stay as they were.
+    if len(set(weights)) > 1:
+        settings["dataset_weights"] = weights
     if resources.runtime and settings["train"]["max_wall_seconds"] is None:
         minutes = max(resources.runtime - section["stop_margin_minutes"], 1)
         settings["train"] = {**settings["train"], "max_wall_seconds": minutes * 60}
