@@ -28,7 +28,7 @@ from typing import Any, Callable
 from mass_core.imageio import IMAGE_SUFFIXES, strip_image_suffix
 from mass_core.labels import IGNORE_LABEL
 
-__all__ = ["LAYOUTS", "CaseSource", "class_names", "list_cases"]
+__all__ = ["DATA_ROOT", "LAYOUTS", "CaseSource", "class_names", "list_cases", "with_data_root"]
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,26 @@ def _check_case_ids(cases: list[CaseSource]) -> None:
     (case, problem), others = bad[0], [other.image.name for other, _ in bad[1:]]
     more = f" ({len(others)} more files need renaming: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
     raise ValueError(f"{case.image}: case id {case.case_id!r} {problem}; {_CASE_ID_RULE}; rename the file{more}")
+
+
+DATA_ROOT = "{data_root}"
+
+
+def with_data_root(datasets: dict[str, dict[str, Any]], data_root: str) -> dict[str, dict[str, Any]]:
+    """The dataset entries with ``{data_root}`` in their ``root`` replaced by ``data_root``.
+
+    One variable then places every dataset of a config such as
+    ``config/paper.yaml`` (``--config data_root=/data`` or ``MASS_DATA_ROOT``).
+
+    Raises:
+        ValueError: a root uses ``{data_root}`` but it is not set.
+    """
+    unset = [name for name, spec in datasets.items() if DATA_ROOT in str(spec.get("root", ""))] if not data_root else []
+    if unset:
+        raise ValueError(f"datasets {', '.join(unset)} have roots under {DATA_ROOT}, which is not set: "
+                         "pass --config data_root=/path/to/datasets or set MASS_DATA_ROOT")
+    return {name: {**spec, "root": str(spec["root"]).replace(DATA_ROOT, data_root)} if "root" in spec else spec
+            for name, spec in datasets.items()}
 
 
 def list_cases(spec: dict[str, Any]) -> list[CaseSource]:

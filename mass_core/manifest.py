@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ import pandas as pd
 from mass_core.atomic import write_with
 from mass_core.config_section import from_section
 
-__all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_manifest"]
+__all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_case_tables", "read_manifest"]
 
 SPLITS = ("train", "val", "test")
 SKIPPED_COLUMNS = ["case_id", "stage", "reason"]
@@ -65,6 +65,28 @@ def read_case_table(path: str | os.PathLike) -> pd.DataFrame:
         table["class_label"] = pd.array([_class_label(path, cid, value) for cid, value in zip(table["case_id"], table["class_label"])],
                                         dtype="Int64")
     return table
+
+
+def read_case_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Case tables joined on ``case_id`` (a dataset's own table and a shipped split table).
+
+    Raises:
+        ValueError: two tables give one case different values of a column.
+    """
+    merged = pd.DataFrame({"case_id": pd.Series(dtype=str)})
+    for path in paths:
+        table = read_case_table(path)
+        shared = [column for column in table.columns if column != "case_id" and column in merged.columns]
+        merged = merged.merge(table, on="case_id", how="outer", suffixes=("", "_new"))
+        for column in shared:
+            old, new = merged[column], merged.pop(f"{column}_new")
+            clash = old.notna() & new.notna() & (old.astype(str) != new.astype(str))
+            if clash.any():
+                first = merged.index[clash][0]
+                raise ValueError(f"case {merged.at[first, 'case_id']!r}: {column} {old[first]!r} in an earlier table but "
+                                 f"{new[first]!r} in {path}")
+            merged[column] = old.where(old.notna(), new)
+    return merged
 
 
 def _class_label(path: str | os.PathLike, case_id: str, value: Any) -> int | None:
@@ -112,19 +134,21 @@ def build_manifest(
     manifest_path: str | os.PathLike,
     skipped_path: str | os.PathLike,
     params: SplitParams,
-    case_table: str | os.PathLike | None = None,
+    case_table: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
 ) -> pd.DataFrame:
     """Write ``manifest.parquet`` and ``skipped.csv`` from standardized cases.
 
     Args:
         meta_paths: each case's ``meta.json`` (its folder holds ``image.npy``).
-        case_table: optional CSV with ``class_label`` and/or ``split`` per case.
+        case_table: optional CSV (or several, joined by :func:`read_case_tables`)
+            with ``class_label`` and/or ``split`` per case.
 
     Returns:
         the manifest, one row per usable case, sorted by case id.
     """
     metas = [json.loads(Path(p).read_text(encoding="utf-8")) | {"_dir": str(Path(p).parent)} for p in meta_paths]
-    table = read_case_table(case_table) if case_table else pd.DataFrame(columns=["case_id"])
+    tables = [] if not case_table else [case_table] if isinstance(case_table, (str, os.PathLike)) else list(case_table)
+    table = read_case_tables(tables)
     class_labels = {str(k): int(v) for k, v in zip(table["case_id"], table.get("class_label", pd.Series(dtype=float))) if pd.notna(v)}
     fixed = {str(k): str(v) for k, v in zip(table["case_id"], table.get("split", pd.Series(dtype=object))) if pd.notna(v)}
     usable = sorted((m for m in metas if m["status"] == "ok"), key=lambda m: m["case_id"])

@@ -17,7 +17,7 @@ DATASET = {"layout": "folder", "root": "data", "modality": "CT"}
 @pytest.mark.parametrize("config, message", [
     ({"datasets": {"ct": {**DATASET, "modalty": "MR"}}},
      "config error: unknown key 'modalty' in datasets.ct (did you mean 'modality'? allowed: class_table, ignore_label, images, labels, layout, "
-     "modality, phantom, pretrain_weight, recipe, references, root, standardize)"),
+     "modality, phantom, pretrain_weight, recipe, references, root, split_table, standardize)"),
     ({"datasets": {"ct": DATASET}, "splits": {"zz": 1, "yy": 2}},
      "config error: unknown keys 'yy', 'zz' in splits (allowed: seed, test_fraction, val_fraction)"),
     ({"datasets": {"ct": {"layout": "folder"}}}, "config error: datasets.ct: 'root' is a required property"),

@@ -83,3 +83,16 @@ def test_case_table_with_a_class_label_that_is_no_integer_names_file_case_and_va
 def test_case_table_class_labels_are_whole_numbers_or_missing(tmp_path):
     (tmp_path / "t.csv").write_text("case_id,class_label\na,1\nb,2.0\nc,\n")
     assert list(read_case_table(tmp_path / "t.csv")["class_label"].astype(object).fillna(-1)) == [1, 2, -1]
+
+
+def test_a_split_table_joins_the_class_table_and_clashes_are_named(tmp_path):
+    from mass_core.manifest import read_case_tables
+
+    (tmp_path / "classes.csv").write_text("case_id,class_label,split\na,1,\nb,0,test\nc,1,\n")
+    (tmp_path / "splits.csv").write_text("case_id,split\na,train\nb,test\nd,val\n")
+    table = read_case_tables([tmp_path / "classes.csv", tmp_path / "splits.csv"]).set_index("case_id")
+    assert table["split"].fillna("-").to_dict() == {"a": "train", "b": "test", "c": "-", "d": "val"}
+    assert table["class_label"].astype(object).fillna(-1).to_dict() == {"a": 1, "b": 0, "c": 1, "d": -1}
+    (tmp_path / "other.csv").write_text("case_id,split\nb,val\n")
+    with pytest.raises(ValueError, match=r"case 'b': split 'test' in an earlier table but 'val' in .*other.csv"):
+        read_case_tables([tmp_path / "classes.csv", tmp_path / "other.csv"])

@@ -257,7 +257,7 @@ def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path, workdir):
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"pretrian": {"steps": 3}}, "config error: unknown key 'pretrian' at top level (did you mean 'pretrain'? allowed: cluster, "
+    ({"pretrian": {"steps": 3}}, "config error: unknown key 'pretrian' at top level (did you mean 'pretrain'? allowed: cluster, data_root, "
                                  "datasets, evaluation, pretrain, proposals, results, splits, standardize)"),
     ({"standardize": {"spacing": [1.0, "wide", 1.0]}}, "config error: standardize.spacing[1]: 'wide' is not of type 'number'"),
     ({"evaluation": {"datasets": ["phantm"]}},
