@@ -58,6 +58,9 @@ class CaseSource:
         label_values: ``(value in the file, class id)`` pairs renumbering the label.
         label_on_other_grid: the label lies on another grid than the image (e.g.
             the PET grid of a CT); it is resampled onto the image's, nearest neighbour.
+        crop_with: other image files co-registered with ``image`` (a subject's
+            other modalities) whose foreground joins the image's when the body
+            crop is found, so that the cases of one subject share one crop box.
     """
 
     case_id: str
@@ -72,6 +75,7 @@ class CaseSource:
     spacing: tuple[float, float, float] | None = None
     label_values: tuple[tuple[int, int], ...] = ()
     label_on_other_grid: bool = False
+    crop_with: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.ignore_label is not None and not 0 < self.ignore_label <= IGNORE_LABEL:

@@ -8,6 +8,7 @@ which lists every case left out and why.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -102,21 +103,42 @@ def _class_label(path: str | os.PathLike, case_id: str, value: Any) -> int | Non
     return int(number)
 
 
-def assign_splits(case_ids: Iterable[str], strata: dict[str, int], fixed: dict[str, str], params: SplitParams) -> dict[str, str]:
+def assign_splits(case_ids: Iterable[str], strata: dict[str, int], fixed: dict[str, str], params: SplitParams,
+                  subjects: Mapping[str, str] | None = None) -> dict[str, str]:
     """Assign each case to train, val or test.
 
     Cases in ``fixed`` keep their split. The others are shuffled with
     ``params.seed`` within each stratum (classification label, so that every
     split sees every class) and cut by the fractions, rounded per stratum.
 
+    Cases with a subject (several studies, frames or modalities of one
+    patient) are split by subject instead: all of a subject's cases share
+    the split of its fixed cases, or else the split drawn from a hash of the
+    seed and the subject id. The draw depends on nothing else, so every
+    dataset holding a subject (a CT and a PET dataset of the same studies)
+    puts it in the same split, whichever cases each could read; the
+    fractions then hold on average, not exactly, and strata do not apply.
+
     Args:
         case_ids: all usable case ids.
         strata: case id -> stratum (for example the class label); missing ids share one stratum.
         fixed: case id -> split given by the dataset.
+        subjects: case id -> subject; cases missing from it are split one by one.
     """
+    subjects = subjects or {}
+    case_ids = list(case_ids)
     rng = np.random.default_rng(params.seed)
     splits = {cid: fixed[cid] for cid in case_ids if cid in fixed}
-    free = sorted(cid for cid in case_ids if cid not in fixed)
+    subject_splits: dict[str, str] = {}
+    for cid in sorted(splits):
+        if cid in subjects:
+            subject_splits.setdefault(subjects[cid], splits[cid])
+    free = []
+    for cid in sorted(cid for cid in case_ids if cid not in fixed):
+        if cid in subjects:
+            splits[cid] = subject_splits.setdefault(subjects[cid], _subject_split(subjects[cid], params))
+        else:
+            free.append(cid)
     groups: dict[int, list[str]] = {}
     for cid in free:
         groups.setdefault(strata.get(cid, -1), []).append(cid)
@@ -127,6 +149,17 @@ def assign_splits(case_ids: Iterable[str], strata: dict[str, int], fixed: dict[s
         for position, cid in enumerate(members):
             splits[cid] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
     return splits
+
+
+def _subject_split(subject: str, params: SplitParams) -> str:
+    """The split of a subject: a uniform draw in [0, 1) from a hash of seed and id, cut by the fractions."""
+    # A hash rather than a permutation, so that the split does not depend on
+    # which other subjects a dataset holds.
+    digest = hashlib.sha256(f"{params.seed}:{subject}".encode()).digest()
+    draw = int.from_bytes(digest[:8], "big") / 2**64
+    if draw < params.test_fraction:
+        return "test"
+    return "val" if draw < params.test_fraction + params.val_fraction else "train"
 
 
 def build_manifest(
@@ -153,7 +186,8 @@ def build_manifest(
     fixed = {str(k): str(v) for k, v in zip(table["case_id"], table.get("split", pd.Series(dtype=object))) if pd.notna(v)}
     usable = sorted((m for m in metas if m["status"] == "ok"), key=lambda m: m["case_id"])
     skipped = [{"case_id": m["case_id"], "stage": m.get("stage", "standardize"), "reason": m["reason"]} for m in metas if m["status"] != "ok"]
-    splits = assign_splits([m["case_id"] for m in usable], class_labels, fixed, params)
+    subjects = {m["case_id"]: m["subject"] for m in usable if m.get("subject") is not None}
+    splits = assign_splits([m["case_id"] for m in usable], class_labels, fixed, params, subjects)
     manifest = pd.DataFrame([_row(m, splits[m["case_id"]], class_labels.get(m["case_id"], -1)) for m in usable])
     write_with(manifest_path, lambda tmp: manifest.to_parquet(tmp, index=False))
     skipped_frame = pd.DataFrame(sorted(skipped, key=lambda r: r["case_id"]), columns=SKIPPED_COLUMNS)

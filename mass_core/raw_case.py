@@ -17,15 +17,16 @@ from mass_core.datasets import CaseSource
 from mass_core.errors import CaseError
 from mass_core.imageio import read_image
 
-__all__ = ["read_case"]
+__all__ = ["read_case", "read_crop_images"]
 
 
 def read_case(case: CaseSource) -> tuple[sitk.Image, sitk.Image | None]:
     """The case's image and label (``None`` if unlabeled), with the case's fixes applied.
 
     Raises:
-        CaseError: a file is unreadable, a frame is missing, a part's grid
-            differs from the first part's, or a label value has no class id.
+        CaseError: a file is unreadable, a frame is missing or its label
+            frame is empty, a part's grid differs from the first part's, or a
+            label value has no class id.
     """
     image = _fixed_header(_frame(read_image(case.image, case.case_id), case), case)
     if case.label_parts:
@@ -35,12 +36,25 @@ def read_case(case: CaseSource) -> tuple[sitk.Image, sitk.Image | None]:
     else:
         return image, None
     label = _fixed_header(_frame(label, case), case)
+    if case.frame is not None and not sitk.GetArrayViewFromImage(label).any():
+        # A recipe picks the labeled frames from the release's table: an empty frame means the two disagree.
+        raise CaseError(case.case_id, f"frame {case.frame} of the label holds no labeled voxel; "
+                                      "the release's frame table and its label file disagree")
     if case.label_values:
         label = _renumbered(label, case)
     if case.label_on_other_grid:
         # Nearest neighbour keeps class ids; voxels outside the label's grid are background.
         label = sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
     return image, label
+
+
+def read_crop_images(case: CaseSource) -> list[sitk.Image]:
+    """The case's ``crop_with`` images, framed and header-fixed like its image.
+
+    Raises:
+        CaseError: a file is unreadable or a frame is missing.
+    """
+    return [_fixed_header(_frame(read_image(path, case.case_id), case), case) for path in case.crop_with]
 
 
 def _frame(image: sitk.Image, case: CaseSource) -> sitk.Image:

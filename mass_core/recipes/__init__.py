@@ -15,14 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from mass_core.datasets import CaseSource
-from mass_core.recipes import kits
+from mass_core.recipes import autopet, brats18, kits, mnm
 from mass_core.recipes.recipe import Recipe
 
 __all__ = ["RECIPES", "Recipe", "recipe_cases"]
 
 
 RECIPES: dict[str, Recipe] = {
+    "autopet_ct": autopet.RECIPES["autopet_ct"],
+    "autopet_suv": autopet.RECIPES["autopet_suv"],
+    "brats18_flair": brats18.RECIPES["brats18_flair"],
+    "brats18_t1": brats18.RECIPES["brats18_t1"],
+    "brats18_t2": brats18.RECIPES["brats18_t2"],
     "kits": kits.RECIPE,
+    "mnm": mnm.RECIPE,
 }
 
 
