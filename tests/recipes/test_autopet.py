@@ -13,13 +13,8 @@ from mass_core.raw_case import read_case
 from mass_core.standardize import StandardizeParams, run_standardize
 
 DATASETS = ("autopet_ct", "autopet_suv")
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    root = tmp_path_factory.mktemp("autopet") / "FDG-PET-CT-Lesions"
-    mimic_autopet.write(root)
-    return root
+MIMIC = mimic_autopet
+RELEASE_FOLDER = "FDG-PET-CT-Lesions"
 
 
 def _cases(root, dataset):

@@ -14,13 +14,8 @@ from mass_core.standardize import StandardizeParams, run_standardize, standardiz
 
 PARAMS = StandardizeParams(spacing_mm=(1.0, 1.0, 1.0), margin_mm=0.0)
 DATASETS = ("brats18_flair", "brats18_t1", "brats18_t2")
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    root = tmp_path_factory.mktemp("brats") / "MICCAI_BraTS_2018_Data_Training"
-    mimic_brats18.write(root)
-    return root
+MIMIC = mimic_brats18
+RELEASE_FOLDER = "MICCAI_BraTS_2018_Data_Training"
 
 
 def _cases(root, dataset):

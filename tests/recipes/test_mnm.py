@@ -13,12 +13,8 @@ from mass_core.errors import CaseError
 from mass_core.raw_case import read_case
 from mass_core.standardize import StandardizeParams, standardize_case
 
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnm") / "OpenDataset"
-    mimic_mnm.write(root)
-    return root
+MIMIC = mimic_mnm
+RELEASE_FOLDER = "OpenDataset"
 
 
 def _labeled_frames(label_path) -> list[int]:
