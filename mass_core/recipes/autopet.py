@@ -53,14 +53,16 @@ def studies(patient: Path) -> list[Path]:
 
 
 def cases(root: Path, image_name: str, modality: str, label_on_other_grid: bool) -> list[CaseSource]:
-    """One case ``<patient>_<k>`` per study folder of every ``PETCT_*`` patient folder.
+    """One case ``<patient>_<k>`` per study folder holding ``image_name``, in every ``PETCT_*`` patient folder.
 
-    The image is named whether or not it exists, so that a missing file is
-    reported for its case, and study numbers stay the same in both datasets.
+    Studies are numbered before those without the image are left out, so a
+    study has the same number in the CT and the PET dataset.
     """
     found = []
     for patient in sorted(folder for folder in root.glob("PETCT_*") if folder.is_dir()):
         for index, study in enumerate(studies(patient)):
+            if not (study / image_name).is_file():
+                continue
             label = study / "SEG.nii.gz"
             found.append(CaseSource(f"{patient.name}_{index}", study / image_name, label if label.is_file() else None,
                                     modality, subject=patient.name, label_on_other_grid=label_on_other_grid))

@@ -32,19 +32,19 @@ LABEL_VALUES = ((1, 1), (2, 2), (4, 3))
 
 
 def cases(root: Path, modality: str) -> list[CaseSource]:
-    """One case per subject folder under ``HGG/`` and ``LGG/`` with a segmentation, for one modality.
+    """One case per subject folder under ``HGG/`` and ``LGG/`` with this modality's image and a segmentation.
 
-    The image is named whether or not it exists, so that a missing file is
-    reported for its case; only existing files of the other modalities join
-    the crop, so the subject's readable cases still share a box.
+    The subject's other modalities that exist join the crop, so its cases
+    share a box even where the release lacks one of its files.
     """
     found = []
     for folder in sorted(folder for grade in GRADES if (root / grade).is_dir() for folder in (root / grade).iterdir()):
-        label = folder / f"{folder.name}_seg.nii.gz"
-        if not label.is_file():
-            continue
         images = {name: folder / f"{folder.name}_{name}.nii.gz" for name in MODALITIES}
-        others = tuple(path for name, path in images.items() if name != modality and path.is_file())
+        images = {name: path for name, path in images.items() if path.is_file()}
+        label = folder / f"{folder.name}_seg.nii.gz"
+        if modality not in images or not label.is_file():
+            continue
+        others = tuple(path for name, path in images.items() if name != modality)
         found.append(CaseSource(folder.name, images[modality], label, "MR", subject=folder.name,
                                 label_values=LABEL_VALUES, crop_with=others))
     return found

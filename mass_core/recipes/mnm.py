@@ -56,13 +56,14 @@ def _frames(path: Path, subject: str, *values: str) -> tuple[int, ...]:
 
 
 def cases(root: Path) -> list[CaseSource]:
-    """One case per labeled frame of every subject folder holding ``<id>_sa.nii.gz``.
+    """One case per labeled frame of every subject folder holding ``<id>_sa.nii.gz`` and ``<id>_sa_gt.nii.gz``.
 
     Raises:
         ValueError: the frame table is missing or lacks a subject found on disk.
     """
     folders = [folder for phase in PHASES if (root / phase).is_dir()
-               for folder in sorted((root / phase).iterdir()) if (folder / f"{folder.name}_sa.nii.gz").is_file()]
+               for folder in sorted((root / phase).iterdir())
+               if all((folder / f"{folder.name}_{name}.nii.gz").is_file() for name in ("sa", "sa_gt"))]
     if not folders:
         return []
     frames = labeled_frames(root)

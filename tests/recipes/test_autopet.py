@@ -50,8 +50,11 @@ def test_the_pet_grid_mask_is_resampled_onto_the_ct(release):
 def test_a_patient_lands_in_one_split_in_both_datasets(tmp_path):
     release = tmp_path / "FDG-PET-CT-Lesions"
     mimic_autopet.write(release)
-    # One CT file is unreadable: its case is skipped in the CT dataset only, and no other patient moves.
-    (release / "PETCT_86153b2974" / mimic_autopet.STUDIES["PETCT_86153b2974"][1] / "CT.nii.gz").write_bytes(b"broken")
+    # One CT file is unreadable (its case is skipped) and one missing (no case), in the CT dataset
+    # only: study numbers stay, and no patient moves.
+    studies = mimic_autopet.STUDIES["PETCT_86153b2974"]
+    (release / "PETCT_86153b2974" / studies[1] / "CT.nii.gz").write_bytes(b"broken")
+    (release / "PETCT_86153b2974" / studies[2] / "CT.nii.gz").unlink()
     params = StandardizeParams(spacing_mm=(4.0, 4.0, 4.0))
     splits = {}
     for dataset in DATASETS:
@@ -67,3 +70,5 @@ def test_a_patient_lands_in_one_split_in_both_datasets(tmp_path):
     assert splits["autopet_ct"] == splits["autopet_suv"]
     assert {"train", "test"} <= set(splits["autopet_suv"].values())  # the seed gives both splits patients
     assert (tmp_path / "autopet_ct" / "skipped.csv").read_text().count("PETCT_86153b2974_1") == 1
+    assert {c.case_id for c in _cases(release, "autopet_suv")} - {c.case_id for c in _cases(release, "autopet_ct")} == {
+        "PETCT_86153b2974_2"}

@@ -65,13 +65,11 @@ def test_labels_1_2_4_become_classes_1_2_3(release, tmp_path):
         1: "necrotic and non-enhancing core", 2: "edema", 3: "enhancing tumor"}
 
 
-def test_a_missing_modality_fails_its_own_case_only(tmp_path):
-    root = tmp_path / "MICCAI_BraTS_2018_Data_Training"
+def test_a_missing_modality_drops_its_case_and_leaves_the_crop(tmp_path):
+    root = tmp_path / RELEASE_FOLDER
     mimic_brats18.write(root)
     (root / "LGG" / "Brats18_2013_0_1" / "Brats18_2013_0_1_t2.nii.gz").unlink()
-    t2 = next(c for c in _cases(root, "brats18_t2") if c.case_id == "Brats18_2013_0_1")
-    meta = run_standardize(t2, tmp_path / "t2", PARAMS, on_error="skip")
-    assert meta["status"] == "skipped" and meta["reason"].startswith("file not found")
+    assert "Brats18_2013_0_1" not in [c.case_id for c in _cases(root, "brats18_t2")]
     flair = next(c for c in _cases(root, "brats18_flair") if c.case_id == "Brats18_2013_0_1")
     assert [p.name for p in flair.crop_with] == ["Brats18_2013_0_1_t1.nii.gz"]
     assert run_standardize(flair, tmp_path / "flair", PARAMS, on_error="fail")["status"] == "ok"

@@ -93,6 +93,8 @@ def standardize_inputs(wildcards):
         inputs["label"] = str(case.label)
     if case.label_parts:
         inputs["label_parts"] = [str(path) for _, path in case.label_parts]
+    if case.crop_with:
+        inputs["crop_with"] = [str(path) for path in case.crop_with]
     return inputs
 
 
