@@ -15,20 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from mass_core.datasets import CaseSource
-from mass_core.recipes import autopet, brats18, kits, mnm
+from mass_core.recipes import amos, autopet, bcv, brats18, kits, lits, mnm, rsna_ich, structseg, totalseg
 from mass_core.recipes.recipe import Recipe
 
 __all__ = ["RECIPES", "Recipe", "recipe_cases"]
 
 
 RECIPES: dict[str, Recipe] = {
+    "amos_ct": amos.CT_RECIPE,
+    "amos_mr": amos.MR_RECIPE,
     "autopet_ct": autopet.RECIPES["autopet_ct"],
     "autopet_suv": autopet.RECIPES["autopet_suv"],
+    "bcv": bcv.RECIPE,
     "brats18_flair": brats18.RECIPES["brats18_flair"],
     "brats18_t1": brats18.RECIPES["brats18_t1"],
     "brats18_t2": brats18.RECIPES["brats18_t2"],
     "kits": kits.RECIPE,
+    "lits": lits.RECIPE,
     "mnm": mnm.RECIPE,
+    "rsna_ich": rsna_ich.RECIPE,
+    "structseg_head_oar": structseg.HEAD_OAR_RECIPE,
+    "structseg_thoracic_oar": structseg.THORACIC_OAR_RECIPE,
+    "totalseg_ct": totalseg.CT_RECIPE,
+    "totalseg_mr": totalseg.MR_RECIPE,
 }
 
 
