@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pydicom
+from pydicom import config
 from pydicom.errors import InvalidDicomError
 
 from mass_core.atomic import write_with
@@ -38,22 +39,32 @@ class Prepared:
 def group_slices(slices: Path, out: Path) -> list[Path]:
     """Link every ``*.dcm`` in ``slices`` into ``out/studies/<study>/<series>/``; returns the unreadable files."""
     unreadable = []
-    for path in sorted(slices.glob("*.dcm")):
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
-            folder = out / STUDIES / str(header.StudyInstanceUID) / str(header.SeriesInstanceUID)
-        except (InvalidDicomError, OSError, AttributeError):
-            unreadable.append(path)
-            continue
-        target = folder / path.name
-        if target.exists():
-            continue
+    # The release's UIDs ("ID_...") break the UID syntax; pydicom would warn and log for every file.
+    saved, config.settings.reading_validation_mode = config.settings.reading_validation_mode, config.IGNORE
+    try:
+        for path in sorted(slices.glob("*.dcm")):
+            if not _link_into_series(path, out):
+                unreadable.append(path)
+    finally:
+        config.settings.reading_validation_mode = saved
+    return unreadable
+
+
+def _link_into_series(path: Path, out: Path) -> bool:
+    """Link one slice into its series folder; ``False`` if its header cannot be read."""
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
+        folder = out / STUDIES / str(header.StudyInstanceUID) / str(header.SeriesInstanceUID)
+    except (InvalidDicomError, OSError, AttributeError):
+        return False
+    target = folder / path.name
+    if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
         try:
             os.link(path, target)
         except OSError:  # another file system, or links not allowed
             shutil.copy2(path, target)
-    return unreadable
+    return True
 
 
 def series_labels(labels_csv: Path, out: Path) -> pd.DataFrame:
