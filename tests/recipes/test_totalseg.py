@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from mass_core.datasets import class_names, list_cases
 from mass_core.raw_case import read_case
+from mass_core.standardize import StandardizeParams, standardize_case
 import mimic_totalseg
 
 
@@ -51,6 +52,8 @@ def test_totalseg_mr_reads_mri_with_mr_ids(tmp_path):
     (case,) = list_cases(spec)
     assert case.case_id == "s0003" and case.modality == "MR" and case.image.name == "mri.nii.gz"
     assert set(np.unique(_label(case))) == {0, 1, 5, 23}  # spleen, liver, aorta in "total_mr"
+    meta = standardize_case(case, tmp_path / "out", StandardizeParams(spacing_mm=(1.0, 1.0, 1.0)))
+    assert meta["label_classes"] == [1, 5, 23] and meta["source"]["label_parts"]["23"].endswith("aorta.nii.gz")
     assert class_names(spec)[23] == "aorta"
     with pytest.raises(ValueError, match="recipe 'totalseg_ct': no cases found"):  # no ct.nii.gz there
         list_cases({"recipe": "totalseg_ct", "root": str(tmp_path / "mr")})
