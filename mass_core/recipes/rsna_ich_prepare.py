@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, required=True, help="the release's label CSV (stage_2_train.csv)")
     parser.add_argument("--out", type=Path, required=True, help="the dataset root the recipe will read")
     args = parser.parse_args(argv)
-    done = prepare(args.slices, args.labels, args.out)
+    try:
+        done = prepare(args.slices, args.labels, args.out)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"{done.series} series in {args.out / STUDIES}; case table {args.out / CASE_TABLE}")
     if done.unlabeled_series:
         print(f"{len(done.unlabeled_series)} series have no labeled slice (class_label left empty): "

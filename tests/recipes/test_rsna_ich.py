@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from mass_core.datasets import class_names, list_cases
 from mass_core.manifest import read_case_table
 from mass_core.raw_case import read_case
@@ -38,11 +36,17 @@ def test_rsna_ich_recipe_reads_series_folders(tmp_path):
     assert image.GetPixel(8, 8, 0) == 40  # rescaled to HU
 
 
-def test_prepare_command_line_and_bad_csv(tmp_path, capsys):
+def test_prepare_command_line_reports_unlabeled_series_and_bad_csv(tmp_path, capsys):
     mimic_rsna_ich.write_release(tmp_path)
     args = ["--slices", str(tmp_path / "stage_2_train"), "--out", str(tmp_path / "ich")]
-    assert main([*args, "--labels", str(tmp_path / "stage_2_train.csv")]) == 0
-    assert "2 series" in capsys.readouterr().out
+    rows = (tmp_path / "stage_2_train.csv").read_text().splitlines()
+    (tmp_path / "series1_only.csv").write_text("\n".join(row for row in rows if not row.startswith("ID_0b")) + "\n")
+    assert main([*args, "--labels", str(tmp_path / "series1_only.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "2 series" in out and "1 series have no labeled slice (class_label left empty): ID_series2" in out
+    assert "1 unreadable files left out: ID_broken.dcm" in out
+    table = read_case_table(tmp_path / "ich" / "case_table.csv")
+    assert table["class_label"].isna().tolist() == [False, True]
     (tmp_path / "wrong.csv").write_text("image,hemorrhage\nID_0a1,1\n")
-    with pytest.raises(ValueError, match="wrong.csv: expected the release's columns ID and Label"):
-        main([*args, "--labels", str(tmp_path / "wrong.csv")])
+    assert main([*args, "--labels", str(tmp_path / "wrong.csv")]) == 1
+    assert capsys.readouterr().err.strip().endswith("wrong.csv: expected the release's columns ID and Label, found ['image', 'hemorrhage']")
