@@ -14,12 +14,13 @@ Box = tuple[slice, slice, slice]
 
 
 def body_and_label(size: tuple[int, int, int], organs: dict[int, Box]) -> tuple[np.ndarray, np.ndarray]:
-    """(X, Y, Z) HU array of a body box (40 HU in air) with brighter organs, and its label map."""
+    """(X, Y, Z) HU array of a textured body box (20-58 HU, in air) with brighter organs, and its label map."""
     hu = np.full(size, -1000, np.int16)
-    hu[1:-1, 1:-1, :] = 40
+    # A fixed texture: a constant body is rejected by standardize's intensity checks.
+    hu[1:-1, 1:-1, :] = (20 + 2 * (np.indices(size).sum(axis=0) % 20))[1:-1, 1:-1, :]
     label = np.zeros(size, np.uint8)
     for class_id, box in organs.items():
-        hu[box] = 40 + 10 * class_id
+        hu[box] += 10 * class_id
         label[box] = class_id
     return hu, label
 

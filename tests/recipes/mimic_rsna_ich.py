@@ -45,7 +45,7 @@ def _write_slice(path: Path, slice_id: str, study: str, series: str, position: i
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
     pixels = np.full((SLICE_SIZE, SLICE_SIZE), 24, np.int16)  # air (-1000 HU) around a head
-    pixels[3:-3, 3:-3] = 1064  # 40 HU
+    pixels[3:-3, 3:-3] = 1064 + 3 * (np.indices((SLICE_SIZE - 6,) * 2).sum(axis=0) % 7)  # 40-58 HU
     ds.PixelData = pixels.tobytes()
     ds.save_as(path, enforce_file_format=True)
 

@@ -33,7 +33,7 @@ def test_rsna_ich_recipe_reads_series_folders(tmp_path):
     assert class_names(spec) == {}
     image, label = read_case(cases[0])
     assert image.GetSize() == (mimic_rsna_ich.SLICE_SIZE, mimic_rsna_ich.SLICE_SIZE, 4) and label is None
-    assert image.GetPixel(8, 8, 0) == 40  # rescaled to HU
+    assert image.GetPixel(3, 3, 0) == 40 and image.GetPixel(0, 0, 0) == -1000  # rescaled to HU
 
 
 def test_prepare_command_line_reports_unlabeled_series_and_bad_csv(tmp_path, capsys):
