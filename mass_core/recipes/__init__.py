@@ -22,8 +22,8 @@ __all__ = ["RECIPES", "Recipe", "recipe_cases"]
 
 
 RECIPES: dict[str, Recipe] = {
-    "amos_ct": amos.CT_RECIPE,
-    "amos_mr": amos.MR_RECIPE,
+    "amos_ct": amos.RECIPES["amos_ct"],
+    "amos_mr": amos.RECIPES["amos_mr"],
     "autopet_ct": autopet.RECIPES["autopet_ct"],
     "autopet_suv": autopet.RECIPES["autopet_suv"],
     "bcv": bcv.RECIPE,
@@ -34,10 +34,10 @@ RECIPES: dict[str, Recipe] = {
     "lits": lits.RECIPE,
     "mnm": mnm.RECIPE,
     "rsna_ich": rsna_ich.RECIPE,
-    "structseg_head_oar": structseg.HEAD_OAR_RECIPE,
-    "structseg_thoracic_oar": structseg.THORACIC_OAR_RECIPE,
-    "totalseg_ct": totalseg.CT_RECIPE,
-    "totalseg_mr": totalseg.MR_RECIPE,
+    "structseg_head_oar": structseg.RECIPES["structseg_head_oar"],
+    "structseg_thoracic_oar": structseg.RECIPES["structseg_thoracic_oar"],
+    "totalseg_ct": totalseg.RECIPES["totalseg_ct"],
+    "totalseg_mr": totalseg.RECIPES["totalseg_mr"],
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from mass_core.datasets import CaseSource
 from mass_core.recipes.recipe import Recipe
 
-__all__ = ["CT_RECIPE", "FIRST_MR_CASE", "MR_RECIPE", "cases"]
+__all__ = ["FIRST_MR_CASE", "RECIPES", "cases"]
 
 FIRST_MR_CASE = 500
 _NAME = re.compile(r"amos_(\d+)\.nii\.gz")
@@ -41,6 +41,7 @@ def cases(root: Path, modality: str) -> list[CaseSource]:
 
 
 _LAYOUT = "imagesTr/amos_0001.nii.gz with labelsTr/amos_0001.nii.gz, and imagesVa with labelsVa (the amos22 folder)"
-CT_RECIPE = Recipe(layout=_LAYOUT, cases=partial(cases, modality="CT"), classes=_CLASSES)
-MR_RECIPE = Recipe(layout=_LAYOUT, cases=partial(cases, modality="MR"),
-                   classes={k: v for k, v in _CLASSES.items() if k <= 13})
+RECIPES: dict[str, Recipe] = {
+    "amos_ct": Recipe(layout=_LAYOUT, cases=partial(cases, modality="CT"), classes=_CLASSES),
+    "amos_mr": Recipe(layout=_LAYOUT, cases=partial(cases, modality="MR"), classes={k: v for k, v in _CLASSES.items() if k <= 13}),
+}

@@ -12,9 +12,9 @@ release once regrouped by :mod:`mass_core.recipes.rsna_ich_prepare`::
         --labels stage_2_train.csv --out /data/rsna_ich
 
 which links the slices into ``studies/<StudyInstanceUID>/<SeriesInstanceUID>/``
-and writes ``case_table.csv`` (case id = series, ``class_label`` 1 when any
+and writes ``classes.csv`` (case id = series, ``class_label`` 1 when any
 of its slices shows a haemorrhage of any type, else 0). Point ``root`` at
-``/data/rsna_ich`` and set ``class_table: case_table.csv``. The study is
+``/data/rsna_ich`` and set ``class_table: classes.csv``. The study is
 each case's subject, so a study's series share a split.
 """
 
@@ -28,7 +28,7 @@ from mass_core.recipes.recipe import Recipe
 __all__ = ["CASE_TABLE", "RECIPE", "STUDIES", "cases"]
 
 STUDIES = "studies"
-CASE_TABLE = "case_table.csv"
+CASE_TABLE = "classes.csv"
 
 
 def cases(root: Path) -> list[CaseSource]:

@@ -2,7 +2,7 @@
 
 Reads each slice's header (StudyInstanceUID, SeriesInstanceUID), hard-links
 the file into ``<out>/studies/<study>/<series>/`` (a copy where the file
-system cannot link) and writes ``<out>/case_table.csv`` from the release's
+system cannot link) and writes ``<out>/classes.csv`` from the release's
 per-slice label CSV: one row per series, ``class_label`` 1 when any slice's
 ``any`` label is 1. Rerunning skips slices already in place.
 """
@@ -87,7 +87,7 @@ def series_labels(labels_csv: Path, out: Path) -> pd.DataFrame:
 
 
 def prepare(slices: Path, labels_csv: Path, out: Path) -> Prepared:
-    """Group the slices and write ``out/case_table.csv``."""
+    """Group the slices and write ``out/classes.csv``."""
     unreadable = group_slices(slices, out)
     table = series_labels(labels_csv, out)
     write_with(out / CASE_TABLE, lambda path: table.to_csv(path, index=False))

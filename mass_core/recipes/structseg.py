@@ -16,7 +16,7 @@ from pathlib import Path
 from mass_core.datasets import CaseSource
 from mass_core.recipes.recipe import Recipe
 
-__all__ = ["HEAD_OAR_RECIPE", "THORACIC_OAR_RECIPE", "cases"]
+__all__ = ["RECIPES", "cases"]
 
 
 def _nifti(folder: Path, stem: str) -> Path | None:
@@ -34,17 +34,13 @@ def cases(root: Path) -> list[CaseSource]:
 
 
 _LAYOUT = "one numbered folder per patient holding data.nii.gz and label.nii.gz (the task's HaN_OAR or Thoracic_OAR folder)"
-HEAD_OAR_RECIPE = Recipe(
-    layout=_LAYOUT,
-    cases=cases,
-    classes={1: "brainstem", 2: "left eye", 3: "right eye", 4: "left lens", 5: "right lens", 6: "left optic nerve",
+_HEAD_OAR = {1: "brainstem", 2: "left eye", 3: "right eye", 4: "left lens", 5: "right lens", 6: "left optic nerve",
              7: "right optic nerve", 8: "optic chiasm", 9: "left temporal lobe", 10: "right temporal lobe",
              11: "pituitary", 12: "left parotid gland", 13: "right parotid gland", 14: "left inner ear",
              15: "right inner ear", 16: "left middle ear", 17: "right middle ear", 18: "left temporomandibular joint",
-             19: "right temporomandibular joint", 20: "spinal cord", 21: "left mandible", 22: "right mandible"},
-)
-THORACIC_OAR_RECIPE = Recipe(
-    layout=_LAYOUT,
-    cases=cases,
-    classes={1: "left lung", 2: "right lung", 3: "heart", 4: "esophagus", 5: "trachea", 6: "spinal cord"},
-)
+             19: "right temporomandibular joint", 20: "spinal cord", 21: "left mandible", 22: "right mandible"}
+_THORACIC_OAR = {1: "left lung", 2: "right lung", 3: "heart", 4: "esophagus", 5: "trachea", 6: "spinal cord"}
+RECIPES: dict[str, Recipe] = {
+    "structseg_head_oar": Recipe(layout=_LAYOUT, cases=cases, classes=_HEAD_OAR),
+    "structseg_thoracic_oar": Recipe(layout=_LAYOUT, cases=cases, classes=_THORACIC_OAR),
+}

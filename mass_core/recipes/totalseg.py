@@ -27,7 +27,7 @@ from pathlib import Path
 from mass_core.datasets import CaseSource
 from mass_core.recipes.recipe import Recipe
 
-__all__ = ["CT_RECIPE", "CT_STRUCTURES", "MR_RECIPE", "MR_STRUCTURES", "cases"]
+__all__ = ["CT_STRUCTURES", "MR_STRUCTURES", "RECIPES", "cases"]
 
 # TotalSegmentator v2 class map "total": class id = position + 1.
 CT_STRUCTURES = (
@@ -96,5 +96,7 @@ def _recipe(image_name: str, modality: str, structures: tuple[str, ...]) -> Reci
     )
 
 
-CT_RECIPE = _recipe("ct.nii.gz", "CT", CT_STRUCTURES)
-MR_RECIPE = _recipe("mri.nii.gz", "MR", MR_STRUCTURES)
+RECIPES: dict[str, Recipe] = {
+    "totalseg_ct": _recipe("ct.nii.gz", "CT", CT_STRUCTURES),
+    "totalseg_mr": _recipe("mri.nii.gz", "MR", MR_STRUCTURES),
+}

@@ -7,9 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+import mimic_bcv
 from mass_core.datasets import class_names, list_cases
 from mass_core.standardize import StandardizeParams, standardize_case
-import mimic_bcv
+
+MIMIC = mimic_bcv
+RELEASE_FOLDER = "BTCV"
 
 PARAMS = StandardizeParams(spacing_mm=(1.5, 1.5, 2.5))
 
@@ -23,17 +26,15 @@ def _liver_offset(case, out):
 
 
 @pytest.mark.parametrize("root", ["RawData/Training", "RawData", "."])
-def test_bcv_lists_training_cases_from_the_release_or_above(tmp_path, root):
-    mimic_bcv.write(tmp_path)
-    cases = list_cases({"recipe": "bcv", "root": str(tmp_path / root)})
+def test_bcv_lists_training_cases_from_the_release_or_above(release, root):
+    cases = list_cases({"recipe": "bcv", "root": str(release / root)})
     assert [c.case_id for c in cases] == ["img0001", "img0002"]
     assert all(c.labeled and c.modality == "CT" for c in cases)
     assert cases[1].label.name == "label0002.nii.gz"
 
 
-def test_bcv_header_fix_puts_the_liver_on_the_patients_right_and_front(tmp_path):
-    mimic_bcv.write(tmp_path)
-    spec = {"recipe": "bcv", "root": str(tmp_path / mimic_bcv.DATASETS["bcv"])}
+def test_bcv_header_fix_puts_the_liver_on_the_patients_right_and_front(release, tmp_path):
+    spec = {"recipe": "bcv", "root": str(release / mimic_bcv.DATASETS["bcv"])}
     case = list_cases(spec)[0]
     assert class_names(spec)[6] == "liver" and len(class_names(spec)) == 13
     right, anterior, _ = _liver_offset(case, tmp_path / "fixed")

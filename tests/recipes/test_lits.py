@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+import mimic_lits
 from mass_core.datasets import class_names, list_cases
 from mass_core.raw_case import read_case
 from mass_core.recipes.lits import FIXED_SPACING
 from mass_core.standardize import StandardizeParams, standardize_case
-import mimic_lits
+
+MIMIC = mimic_lits
+RELEASE_FOLDER = "LiTS"
 
 
-def test_lits_finds_volumes_in_batch_folders(tmp_path):
-    mimic_lits.write(tmp_path)
-    spec = {"recipe": "lits", "root": str(tmp_path)}
+def test_lits_finds_volumes_in_batch_folders(release):
+    spec = {"recipe": "lits", "root": str(release)}
     cases = list_cases(spec)
     assert [c.case_id for c in cases] == ["volume-0", "volume-27", "volume-28", "volume-34", "volume-35"]
     assert all(c.labeled for c in cases)
@@ -21,9 +23,8 @@ def test_lits_finds_volumes_in_batch_folders(tmp_path):
     assert class_names(spec) == {1: "liver", 2: "tumor"}
 
 
-def test_lits_volumes_28_and_34_get_the_fixed_spacing(tmp_path):
-    mimic_lits.write(tmp_path)
-    cases = {c.case_id: c for c in list_cases({"recipe": "lits", "root": str(tmp_path)})}
+def test_lits_volumes_28_and_34_get_the_fixed_spacing(release, tmp_path):
+    cases = {c.case_id: c for c in list_cases({"recipe": "lits", "root": str(release)})}
     for case_id, expected in (("volume-28", FIXED_SPACING[28]), ("volume-34", (0.7, 0.7, 2.5)),
                               ("volume-35", mimic_lits.SPACING)):
         image, label = read_case(cases[case_id])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import mimic_rsna_ich
 from mass_core.datasets import class_names, list_cases
 from mass_core.manifest import read_case_table
 from mass_core.raw_case import read_case
 from mass_core.recipes.rsna_ich_prepare import main, prepare
-import mimic_rsna_ich
+
+MIMIC = mimic_rsna_ich
+RELEASE_FOLDER = "RSNA_ICH"
 
 
 def test_prepare_groups_slices_by_series_and_labels_each_series(tmp_path):
@@ -16,17 +19,16 @@ def test_prepare_groups_slices_by_series_and_labels_each_series(tmp_path):
     assert done.series == 2 and done.unlabeled_series == [] and [p.name for p in done.unreadable] == ["ID_broken.dcm"]
     for series, (study, slice_ids) in mimic_rsna_ich.SERIES.items():
         assert sorted(p.stem for p in (out / "studies" / study / series).iterdir()) == sorted(slice_ids)
-    table = read_case_table(out / "case_table.csv")
+    table = read_case_table(out / "classes.csv")
     # One positive slice makes its series positive; repeated CSV rows change nothing.
     assert dict(zip(table["case_id"], table["class_label"])) == {"ID_series1": 1, "ID_series2": 0}
     # Rerunning over the linked slices is harmless.
     assert prepare(slices, labels, out).series == 2
 
 
-def test_rsna_ich_recipe_reads_series_folders(tmp_path):
-    mimic_rsna_ich.write(tmp_path)
-    spec = {"recipe": "rsna_ich", "root": str(tmp_path / mimic_rsna_ich.DATASETS["rsna_ich"]),
-            "class_table": "case_table.csv"}
+def test_rsna_ich_recipe_reads_series_folders(release):
+    spec = {"recipe": "rsna_ich", "root": str(release / mimic_rsna_ich.DATASETS["rsna_ich"]),
+            "class_table": "classes.csv"}
     cases = list_cases(spec)
     assert [(c.case_id, c.subject, c.labeled) for c in cases] == [("ID_series1", "ID_study1", False),
                                                                   ("ID_series2", "ID_study2", False)]
@@ -45,7 +47,7 @@ def test_prepare_command_line_reports_unlabeled_series_and_bad_csv(tmp_path, cap
     out = capsys.readouterr().out
     assert "2 series" in out and "1 series have no labeled slice (class_label left empty): ID_series2" in out
     assert "1 unreadable files left out: ID_broken.dcm" in out
-    table = read_case_table(tmp_path / "ich" / "case_table.csv")
+    table = read_case_table(tmp_path / "ich" / "classes.csv")
     assert table["class_label"].isna().tolist() == [False, True]
     (tmp_path / "wrong.csv").write_text("image,hemorrhage\nID_0a1,1\n")
     assert main([*args, "--labels", str(tmp_path / "wrong.csv")]) == 1

@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import mimic_structseg
 from mass_core.datasets import class_names, list_cases
 from mass_core.standardize import StandardizeParams, standardize_case
-import mimic_structseg
+
+MIMIC = mimic_structseg
+RELEASE_FOLDER = "StructSeg2019"
 
 
 @pytest.mark.parametrize("recipe, ids, labeled, n_classes, organs", [
     ("structseg_head_oar", ["1", "10"], [True, False], 22, mimic_structseg.HEAD_ORGANS),
     ("structseg_thoracic_oar", ["3", "7"], [True, True], 6, mimic_structseg.THORACIC_ORGANS),
 ])
-def test_structseg_patient_folders(tmp_path, recipe, ids, labeled, n_classes, organs):
-    mimic_structseg.write(tmp_path)
-    spec = {"recipe": recipe, "root": str(tmp_path / mimic_structseg.DATASETS[recipe])}
+def test_structseg_patient_folders(release, tmp_path, recipe, ids, labeled, n_classes, organs):
+    spec = {"recipe": recipe, "root": str(release / mimic_structseg.DATASETS[recipe])}
     cases = list_cases(spec)
     assert [c.case_id for c in cases] == ids and [c.labeled for c in cases] == labeled
     names = class_names(spec)

@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+import mimic_totalseg
+from ct_blobs import write_volume
 from mass_core.datasets import class_names, list_cases
 from mass_core.raw_case import read_case
 from mass_core.standardize import StandardizeParams, standardize_case
-import mimic_totalseg
+
+MIMIC = mimic_totalseg
+RELEASE_FOLDER = "TotalSegmentator"
 
 
 def _label(case) -> np.ndarray:
@@ -17,9 +21,8 @@ def _label(case) -> np.ndarray:
 
 
 @pytest.mark.parametrize("recipe, n_classes", [("totalseg_ct", 117), ("totalseg_mr", 50)])
-def test_totalseg_class_table_lists_every_merged_id(tmp_path, recipe, n_classes):
-    mimic_totalseg.write(tmp_path)
-    spec = {"recipe": recipe, "root": str(tmp_path / mimic_totalseg.DATASETS[recipe])}
+def test_totalseg_class_table_lists_every_merged_id(release, recipe, n_classes):
+    spec = {"recipe": recipe, "root": str(release / mimic_totalseg.DATASETS[recipe])}
     names = class_names(spec)
     assert sorted(names) == list(range(1, n_classes + 1)) and len(set(names.values())) == n_classes
     for case in list_cases(spec):
@@ -27,9 +30,8 @@ def test_totalseg_class_table_lists_every_merged_id(tmp_path, recipe, n_classes)
         assert all(names[class_id] == path.name.removesuffix(".nii.gz") for class_id, path in case.label_parts)
 
 
-def test_totalseg_ct_merges_masks_with_totalsegmentator_ids(tmp_path):
-    mimic_totalseg.write(tmp_path)
-    spec = {"recipe": "totalseg_ct", "root": str(tmp_path / "ct")}
+def test_totalseg_ct_merges_masks_with_totalsegmentator_ids(release):
+    spec = {"recipe": "totalseg_ct", "root": str(release / "ct")}
     cases = list_cases(spec)
     assert [c.case_id for c in cases] == ["s0000", "s0001"] and all(c.labeled for c in cases)
     assert len(cases[0].label_parts) == 117 and len(cases[1].label_parts) == 116
@@ -46,9 +48,8 @@ def test_totalseg_ct_merges_masks_with_totalsegmentator_ids(tmp_path):
     assert label[masks["aorta"]].max() == names["liver"] and names["aorta"] not in label
 
 
-def test_totalseg_mr_reads_mri_with_mr_ids(tmp_path):
-    mimic_totalseg.write(tmp_path)
-    spec = {"recipe": "totalseg_mr", "root": str(tmp_path / "mr")}
+def test_totalseg_mr_reads_mri_with_mr_ids(release, tmp_path):
+    spec = {"recipe": "totalseg_mr", "root": str(release / "mr")}
     (case,) = list_cases(spec)
     assert case.case_id == "s0003" and case.modality == "MR" and case.image.name == "mri.nii.gz"
     assert set(np.unique(_label(case))) == {0, 1, 5, 23}  # spleen, liver, aorta in "total_mr"
@@ -56,12 +57,12 @@ def test_totalseg_mr_reads_mri_with_mr_ids(tmp_path):
     assert meta["label_classes"] == [1, 5, 23] and meta["source"]["label_parts"]["23"].endswith("aorta.nii.gz")
     assert class_names(spec)[23] == "aorta"
     with pytest.raises(ValueError, match="recipe 'totalseg_ct': no cases found"):  # no ct.nii.gz there
-        list_cases({"recipe": "totalseg_ct", "root": str(tmp_path / "mr")})
+        list_cases({"recipe": "totalseg_ct", "root": str(release / "mr")})
 
 
 def test_totalseg_masks_of_another_naming_are_an_error(tmp_path):
     folder = tmp_path / "s0009"
-    mimic_totalseg.write_volume(np.zeros((4, 4, 4), np.int16), folder / "ct.nii.gz")
-    mimic_totalseg.write_volume(np.zeros((4, 4, 4), np.uint8), folder / "segmentations" / "Liver.nii.gz")
+    write_volume(np.zeros((4, 4, 4), np.int16), folder / "ct.nii.gz")
+    write_volume(np.zeros((4, 4, 4), np.uint8), folder / "segmentations" / "Liver.nii.gz")
     with pytest.raises(ValueError, match=r"case 's0009': none of the 1 files .* is a mask of a TotalSegmentator CT"):
         list_cases({"recipe": "totalseg_ct", "root": str(tmp_path)})
