@@ -4,7 +4,7 @@ Study ``ID_study1`` (series ``ID_series1``, 4 slices) has a subdural
 haemorrhage on one slice; study ``ID_study2`` (series ``ID_series2``, 3
 slices) has none. As in the release, UIDs are ``ID_`` strings, some CSV rows
 are repeated, and one file (``ID_broken.dcm``) is no DICOM at all.
-:func:`write` also runs the one-off regrouping the recipe reads.
+:func:`write` also runs the one-off regrouping the recipe reads, into the same folder.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from mass_core.recipes.rsna_ich_prepare import prepare
 
-DATASETS = {"rsna_ich": "prepared"}
+DATASETS = {"rsna_ich": "."}
 # series -> (study, slice ids from head to feet)
 SERIES = {"ID_series1": ("ID_study1", ("ID_0a1", "ID_0a2", "ID_0a3", "ID_0a4")),
           "ID_series2": ("ID_study2", ("ID_0b1", "ID_0b2", "ID_0b3"))}
@@ -77,6 +77,6 @@ def _write_release(root: Path) -> None:
 
 
 def write(root: Path) -> None:
-    """The release under ``root/kaggle``, regrouped for the recipe under ``root/prepared``."""
+    """The release under ``root/kaggle``, regrouped for the recipe into ``root`` (``studies/``, ``classes.csv``)."""
     write_release(root / "kaggle")
-    prepare(root / "kaggle" / "stage_2_train", root / "kaggle" / "stage_2_train.csv", root / DATASETS["rsna_ich"])
+    prepare(root / "kaggle" / "stage_2_train", root / "kaggle" / "stage_2_train.csv", root)
