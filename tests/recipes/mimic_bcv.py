@@ -1,9 +1,11 @@
 """A tiny BTCV release: RawData/Training/{img,label} and RawData/Testing/img, with the release's wrong headers.
 
-Every file carries :data:`WRONG_DIRECTION` instead of the true
-:data:`mass_core.recipes.bcv.DIRECTION`, which swaps left with right and front
-with back. In the true geometry the liver (class 6) lies at low X indices
-(patient right) and high Y indices (anterior); the spleen (class 1) opposite.
+Every file carries a wrong direction instead of the true
+:data:`mass_core.recipes.bcv.DIRECTION`, as the release's do; the mimic's
+(:data:`WRONG_DIRECTION`) mirrors both left-right and front-back, so that a
+test sees both axes put right. In the true geometry the liver (class 6) lies
+at low X indices (patient right) and high Y indices (anterior); the spleen
+(class 1) opposite.
 """
 
 from __future__ import annotations
