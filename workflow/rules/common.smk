@@ -143,7 +143,8 @@ def proposal_summaries(wildcards):
 
 
 def proposal_recall_tables():
-    return [f"{RESULTS}/{name}/proposals/recall.parquet" for name in DATASETS]
+    # Proposals serve pretraining: a dataset outside it (e.g. classification only) gets none.
+    return [f"{RESULTS}/{name}/proposals/recall.parquet" for name in PRETRAIN_DATASETS]
 
 
 def pretrain_manifests():
