@@ -22,6 +22,7 @@ __all__ = ["FIRST_MR_CASE", "RECIPES", "cases"]
 
 FIRST_MR_CASE = 500
 _NAME = re.compile(r"amos_(\d+)\.nii\.gz")
+# The release's dataset.json order, as in uni-medical/A-Eval Evaluation/label_systems.py (AMOS_label).
 _CLASSES = {1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder", 5: "esophagus", 6: "liver",
             7: "stomach", 8: "aorta", 9: "inferior vena cava", 10: "pancreas", 11: "right adrenal gland",
             12: "left adrenal gland", 13: "duodenum", 14: "bladder", 15: "prostate/uterus"}

@@ -48,6 +48,7 @@ def cases(root: Path) -> list[CaseSource]:
 RECIPE = Recipe(
     layout="img/img0001.nii.gz with label/label0001.nii.gz (the release's RawData/Training folder)",
     cases=cases,
+    # Order of MIC-DKFZ/nnUNet nnunet/dataset_conversion/Task017_BeyondCranialVaultAbdominalOrganSegmentation.py.
     classes={1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder", 5: "esophagus", 6: "liver",
              7: "stomach", 8: "aorta", 9: "inferior vena cava", 10: "portal and splenic veins", 11: "pancreas",
              12: "right adrenal gland", 13: "left adrenal gland"},

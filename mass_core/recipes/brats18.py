@@ -28,6 +28,7 @@ __all__ = ["MODALITIES", "RECIPES", "cases"]
 
 GRADES = ("HGG", "LGG")
 MODALITIES = ("flair", "t1", "t2")
+# Release labels 1 NCR/NET, 2 ED, 4 ET: https://www.med.upenn.edu/sbia/brats2018/tasks.html
 LABEL_VALUES = ((1, 1), (2, 2), (4, 3))
 
 

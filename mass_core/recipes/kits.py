@@ -31,5 +31,5 @@ def cases(root: Path) -> list[CaseSource]:
 RECIPE = Recipe(
     layout="case_XXXXX/imaging.nii.gz with case_XXXXX/segmentation.nii.gz (the kits19 repository's data folder)",
     cases=cases,
-    classes={1: "kidney", 2: "tumor"},
+    classes={1: "kidney", 2: "tumor"},  # neheller/kits19 README.md
 )

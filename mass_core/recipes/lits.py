@@ -45,5 +45,5 @@ def cases(root: Path) -> list[CaseSource]:
 RECIPE = Recipe(
     layout="volume-N.nii with segmentation-N.nii, in root or its Training Batch folders",
     cases=cases,
-    classes={1: "liver", 2: "tumor"},
+    classes={1: "liver", 2: "tumor"},  # MIC-DKFZ/nnUNet Task029_LiverTumorSegmentationChallenge.py
 )

@@ -82,5 +82,6 @@ RECIPE = Recipe(
     layout="Training/Labeled/<id>/<id>_sa.nii.gz and <id>_sa_gt.nii.gz (also under Validation/ and Testing/) "
            "with the ED/ES table *.csv beside them (the M&Ms OpenDataset folder)",
     cases=cases,
+    # Not ACDC's order (1 RV, 3 LV): MIC-DKFZ/nnUNet nnunet/dataset_conversion/Task114_heart_MNMs.py.
     classes={1: "left ventricle", 2: "myocardium", 3: "right ventricle"},
 )

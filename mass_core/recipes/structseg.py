@@ -34,6 +34,11 @@ def cases(root: Path) -> list[CaseSource]:
 
 
 _LAYOUT = "one numbered folder per patient holding data.nii.gz and label.nii.gz (the task's HaN_OAR or Thoracic_OAR folder)"
+# Label order of the release's readme (task 1: Brain_Stem, Eye_L, Eye_R, ... Mandible_L, Mandible_R; task 3:
+# Lung_L, Lung_R, Heart, Esophagus, Trachea, Spinal_Cord, "corresponding to the label 1 to N"), as transcribed in
+# github.com/zhilothebest/Coronary_Calcium README.md and constantinpape/torch-em
+# torch_em/data/datasets/medical/structseg.py; task 3 also in MIC-DKFZ/MultiTalent Task100_MultiTalent.py.
+# The organ list on the challenge website is in another order.
 _HEAD_OAR = {1: "brainstem", 2: "left eye", 3: "right eye", 4: "left lens", 5: "right lens", 6: "left optic nerve",
              7: "right optic nerve", 8: "optic chiasm", 9: "left temporal lobe", 10: "right temporal lobe",
              11: "pituitary", 12: "left parotid gland", 13: "right parotid gland", 14: "left inner ear",

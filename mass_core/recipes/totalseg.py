@@ -29,7 +29,9 @@ from mass_core.recipes.recipe import Recipe
 
 __all__ = ["CT_STRUCTURES", "MR_STRUCTURES", "RECIPES", "cases"]
 
-# TotalSegmentator v2 class map "total": class id = position + 1.
+# TotalSegmentator v2 class map "total": class id = position + 1 (checked against class_map in
+# wasserth/TotalSegmentator totalsegmentator/map_to_binary.py at 0e65a448, whose
+# resources/convert_dataset_to_nnunet.py reads the CT release's masks by these names).
 CT_STRUCTURES = (
     'spleen', 'kidney_right', 'kidney_left', 'gallbladder', 'liver', 'stomach', 'pancreas', 'adrenal_gland_right',
     'adrenal_gland_left', 'lung_upper_lobe_left', 'lung_lower_lobe_left', 'lung_upper_lobe_right',
@@ -52,7 +54,7 @@ CT_STRUCTURES = (
     'rib_right_3', 'rib_right_4', 'rib_right_5', 'rib_right_6', 'rib_right_7', 'rib_right_8', 'rib_right_9',
     'rib_right_10', 'rib_right_11', 'rib_right_12', 'sternum', 'costal_cartilages',
 )
-# TotalSegmentator class map "total_mr": class id = position + 1.
+# TotalSegmentator class map "total_mr": class id = position + 1 (same file and commit).
 MR_STRUCTURES = (
     'spleen', 'kidney_right', 'kidney_left', 'gallbladder', 'liver', 'stomach', 'pancreas', 'adrenal_gland_right',
     'adrenal_gland_left', 'lung_left', 'lung_right', 'esophagus', 'small_bowel', 'duodenum', 'colon',
