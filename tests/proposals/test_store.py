@@ -43,6 +43,27 @@ def test_crop_reads_equal_slicing_the_full_map(block_store, crop):
 
 
 @pytest.mark.parametrize("crop", CROPS)
+def test_crop_runs_count_and_paint_like_the_label_maps(block_store, crop):
+    directory, maps = block_store
+    store = ProposalStore(directory)
+    # Masks painted into a crop padded by (2, 0, 3) voxels before it, as a training crop that leaves the volume.
+    pad = np.array([2, 0, 3])
+    corner = np.array([sl.start for sl in crop])
+    runs = store.crop_runs(crop, origin=corner - pad)
+    for s, counts in enumerate(runs.counts()):
+        assert counts.size == maps[s].max() + 1
+        np.testing.assert_array_equal(counts, np.bincount(maps[s][crop].ravel(), minlength=counts.size))
+    # A label inside the crop where there is one, and labels that may lie outside it.
+    chosen = [(1, int(maps[1][crop].max(initial=1))), (0, 1), (1, int(maps[1].max()))]
+    size = [sl.stop - sl.start for sl in crop]
+    painted = runs.paint(chosen, np.zeros((3, *(pad + size + 1)), np.uint8))
+    inside = tuple(slice(p, p + n) for p, n in zip(pad, size))
+    for mask, (scale, label) in zip(painted, chosen):
+        np.testing.assert_array_equal(mask[inside], maps[scale][crop] == label)
+        assert mask.sum() == mask[inside].sum()  # nothing outside the crop
+
+
+@pytest.mark.parametrize("crop", CROPS)
 def test_masks_in_crop_are_the_proposals_present(block_store, crop):
     directory, maps = block_store
     store = ProposalStore(directory)
