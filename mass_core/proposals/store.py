@@ -37,7 +37,6 @@ __all__ = [
     "LABELS_FILE",
     "TABLE_COLUMNS",
     "TABLE_FILE",
-    "CropMasks",
     "CropRuns",
     "ProposalSet",
     "ProposalStore",
@@ -193,21 +192,6 @@ def write_store(out_dir: str | os.PathLike, proposals: ProposalSet) -> Path:
 
 
 @dataclass(frozen=True)
-class CropMasks:
-    """Binary masks of the proposals present in a crop.
-
-    Attributes:
-        ids: int64 (N,), proposal ids.
-        voxels: int64 (N,), voxels of each proposal inside the crop.
-        masks: bool (N, cx, cy, cz), one mask per id, on the crop's grid.
-    """
-
-    ids: np.ndarray
-    voxels: np.ndarray
-    masks: np.ndarray
-
-
-@dataclass(frozen=True)
 class CropRuns:
     """The runs of every scale inside one crop, read once to count proposals and paint masks from.
 
@@ -261,9 +245,9 @@ class ProposalStore:
     Example:
         >>> store = ProposalStore("results/phantom/proposals/case_000")
         >>> crop = (slice(0, 64), slice(10, 74), slice(0, 64))
-        >>> sample = store.masks_in_crop(crop, min_voxels=100, max_masks=13, rng=np.random.default_rng(0))
-        >>> sample.masks.shape[1:]
-        (64, 64, 64)
+        >>> runs = store.crop_runs(crop)
+        >>> counts = runs.counts()  # per scale, voxels of each label in the crop
+        >>> masks = runs.paint([(0, 3), (2, 1)], np.zeros((2, 64, 64, 64), bool))  # (scale, label) -> mask
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
@@ -285,10 +269,8 @@ class ProposalStore:
         self.table = pd.read_parquet(self.directory / TABLE_FILE)
         # Flat lookup over scales: label l of scale s <-> position offsets[s] + l.
         self._offsets = np.concatenate([[0], np.cumsum(np.array(n_labels, np.int64) + 1)])
-        self._ids = np.full(int(self._offsets[-1]), -1, np.int64)
         position = self._offsets[self.table["scale"].to_numpy()] + self.table["label"].to_numpy()
-        self._ids[position] = self.table["proposal_id"].to_numpy()
-        self._bbox = np.zeros((self._ids.size, 6), np.int64)
+        self._bbox = np.zeros((int(self._offsets[-1]), 6), np.int64)
         self._bbox[position] = self.table[["x0", "x1", "y0", "y1", "z0", "z1"]].to_numpy()
         self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -361,82 +343,6 @@ class ProposalStore:
         corner = (box[0], box[2], box[4]) if origin is None else tuple(int(v) for v in origin)
         bbox = [self._bbox[self._offsets[s] : self._offsets[s + 1]] for s in range(self.n_scales)]
         return CropRuns(box, corner, self._columns(box), bbox)  # type: ignore[arg-type]
-
-    def _scale_labels(self, positions: np.ndarray) -> list[tuple[int, int]]:
-        # Flat positions -> (scale, label).
-        scales = np.searchsorted(self._offsets, positions, side="right") - 1
-        return [(int(s), int(p - self._offsets[s])) for s, p in zip(scales, positions)]
-
-    def masks_in_crop(
-        self,
-        slices: Sequence[slice],
-        min_voxels: int = 1,
-        *,
-        max_masks: int | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> CropMasks:
-        """Binary masks of the proposals with at least ``min_voxels`` voxels in the crop.
-
-        Works on the crop's runs directly: counting and painting cost per run,
-        not per voxel and mask.
-
-        Args:
-            slices: the crop (X, Y, Z).
-            min_voxels: proposals with fewer voxels inside the crop are left out.
-            max_masks: keep at most this many, drawn uniformly with ``rng``
-                (required then), so that a training sample pays only for the
-                masks it uses.
-
-        Returns:
-            masks ordered by proposal id.
-        """
-        if min_voxels < 1:
-            raise ValueError(f"min_voxels must be >= 1, got {min_voxels}")
-        if max_masks is not None and (max_masks < 0 or rng is None):
-            raise ValueError(f"max_masks must be >= 0 and come with an rng, got {max_masks} (rng={rng})")
-        runs = self.crop_runs(slices)
-        box, columns = runs.box, runs.columns
-        counts = np.zeros(self._ids.size, np.int64)
-        if max_masks is None:
-            for s, code in enumerate(columns):
-                rle.count_box(code, box, counts, int(self._offsets[s]))
-            present = np.flatnonzero((counts >= min_voxels) & (self._ids >= 0))
-        else:
-            present = self._draw(box, columns, min_voxels, max_masks, rng, counts)
-        present = present[np.argsort(self._ids[present], kind="stable")]
-        masks = runs.paint(self._scale_labels(present), np.zeros((present.size, box[1] - box[0], box[3] - box[2], box[5] - box[4]), bool))
-        return CropMasks(ids=self._ids[present], voxels=counts[present], masks=masks)
-
-    def _draw(
-        self,
-        box: tuple[int, ...],
-        columns: list[rle.ColumnSlice],
-        min_voxels: int,
-        max_masks: int,
-        rng: np.random.Generator,
-        counts: np.ndarray,
-    ) -> np.ndarray:
-        # Visit the proposals whose bounding box meets the crop in random
-        # order and keep the first max_masks with enough voxels inside: a
-        # uniform draw from those present, counting only inside each visited
-        # proposal's box instead of over the whole crop.
-        lo, hi = np.array(box[0::2]), np.array(box[1::2])
-        meets = (self._ids >= 0) & (self._bbox[:, 0::2] < hi).all(axis=1) & (self._bbox[:, 1::2] > lo).all(axis=1)
-        kept: list[int] = []
-        for position in rng.permutation(np.flatnonzero(meets)):
-            s = int(np.searchsorted(self._offsets, position, side="right") - 1)
-            bbox = self._bbox[position]
-            start, stop = np.maximum(lo, bbox[0::2]), np.minimum(hi, bbox[1::2])
-            inner = (start[0], stop[0], start[1], stop[1], start[2], stop[2])
-            # Counted afresh per visit: the box also holds other labels.
-            local = np.zeros(self._offsets[s + 1] - self._offsets[s], np.int64)
-            rle.count_box(columns[s], inner, local)
-            counts[position] = local[position - self._offsets[s]]
-            if counts[position] >= min_voxels:
-                kept.append(position)
-                if len(kept) == max_masks:
-                    break
-        return np.array(kept, np.int64)
 
     def masks(self, ids: Sequence[int]) -> np.ndarray:
         """Whole-volume binary masks of ``ids``: bool (N, X, Y, Z), in the order given."""

@@ -63,38 +63,6 @@ def test_crop_runs_count_and_paint_like_the_label_maps(block_store, crop):
         assert mask.sum() == mask[inside].sum()  # nothing outside the crop
 
 
-@pytest.mark.parametrize("crop", CROPS)
-def test_masks_in_crop_are_the_proposals_present(block_store, crop):
-    directory, maps = block_store
-    store = ProposalStore(directory)
-    got = store.masks_in_crop(crop, min_voxels=5)
-    table = store.table.set_index("proposal_id")
-    expected_ids = []
-    for pid, row in table.iterrows():
-        mask = maps[row["scale"]][crop] == row["label"]
-        if mask.sum() >= 5:
-            expected_ids.append(pid)
-            np.testing.assert_array_equal(got.masks[len(expected_ids) - 1], mask)
-            assert got.voxels[len(expected_ids) - 1] == mask.sum()
-    np.testing.assert_array_equal(got.ids, expected_ids)
-
-
-def test_masks_in_crop_draws_at_most_max_masks(block_store):
-    directory, maps = block_store
-    store = ProposalStore(directory)
-    crop = CROPS[1]
-    everything = store.masks_in_crop(crop)
-    drawn = store.masks_in_crop(crop, max_masks=3, rng=np.random.default_rng(0))
-    assert drawn.ids.size == 3 and set(drawn.ids) <= set(everything.ids)
-    np.testing.assert_array_equal(drawn.voxels, drawn.masks.sum(axis=(1, 2, 3)))
-    for i, pid in enumerate(drawn.ids):
-        np.testing.assert_array_equal(drawn.masks[i], everything.masks[list(everything.ids).index(pid)])
-    with pytest.raises(ValueError, match="max_masks"):
-        store.masks_in_crop(crop, max_masks=3)
-    with pytest.raises(ValueError, match="min_voxels"):
-        store.masks_in_crop(crop, min_voxels=0)
-
-
 def test_whole_masks_by_id_and_bad_slices(block_store):
     directory, maps = block_store
     store = ProposalStore(directory)
