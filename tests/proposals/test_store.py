@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import pickle
+
+import h5py
 import numpy as np
 import pytest
 
-from mass_core.proposals.store import TABLE_COLUMNS, ProposalSet, ProposalStore
+from mass_core.proposals.store import LABELS_FILE, TABLE_COLUMNS, ProposalSet, ProposalStore
 
 from proposal_fixtures import block_store  # noqa: F401  (fixture)
 
@@ -61,6 +64,29 @@ def test_crop_runs_count_and_paint_like_the_label_maps(block_store, crop):
     for mask, (scale, label) in zip(painted, chosen):
         np.testing.assert_array_equal(mask[inside], maps[scale][crop] == label)
         assert mask.sum() == mask[inside].sum()  # nothing outside the crop
+
+
+def test_runs_compressed_by_another_tool_read_the_same(block_store):
+    # write_store's contiguous runs are memory-mapped; chunked, compressed ones (e.g. after h5repack) are read.
+    directory, maps = block_store
+    with h5py.File(directory / LABELS_FILE, "a") as f:
+        for group in f.values():
+            for name in ("run_end", "run_value"):
+                data = group[name][()]
+                del group[name]
+                group.create_dataset(name, data=data, chunks=(64,), compression="gzip")
+    np.testing.assert_array_equal(ProposalStore(directory).read_crop(CROPS[1]), maps[(slice(None),) + CROPS[1]])
+
+
+def test_a_pickled_store_maps_its_file_again(block_store):
+    # Spawned data-loader workers receive the store pickled: without copies of the mapped runs.
+    directory, maps = block_store
+    store = ProposalStore(directory)
+    unread = len(pickle.dumps(store))
+    store.read_crop(CROPS[0])
+    copy = pickle.loads(pickle.dumps(store))
+    assert len(pickle.dumps(store)) == unread
+    np.testing.assert_array_equal(copy.read_crop(CROPS[1]), maps[(slice(None),) + CROPS[1]])
 
 
 def test_whole_masks_by_id_and_bad_slices(block_store):
