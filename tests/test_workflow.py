@@ -267,6 +267,8 @@ def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path, workdir):
      "config error: evaluation.datasets names 'phantm', which is not under datasets (configured: phantom)"),
     ({"pretrain": {"datasets": ["phantom", "ct", "mr"]}},
      "config error: pretrain.datasets names 'ct', 'mr', which are not under datasets (configured: phantom)"),
+    ({"pretrain": {"processes": 3}},
+     "config error: pretrain.train.batch_size (2) is the global batch and must be a multiple of the number of processes (3)"),
 ])
 def test_config_error_is_one_line_naming_the_key(tmp_path, override, message, workdir):
     bad = tmp_path / "bad.yaml"

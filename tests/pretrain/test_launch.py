@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import sys
 
-from mass_core.pretrain.launch import LaunchPlan, Rendezvous, worker_command
-from mass_core.pretrain.trainer import rank_batch
+import pytest
+import torch
+
+from mass_core.pretrain.checkpoint import load_checkpoint
+from mass_core.pretrain.launch import SETTINGS_FILE, LaunchPlan, Rendezvous, launch_pretraining, worker_command
+from mass_core.pretrain.synthetic import write_synthetic_dataset
+from mass_core.pretrain.trainer import EXIT_RESUMABLE, FINAL_FILE, LATEST_FILE, rank_batch
+
+from tiny_models import TINY_ENCODER
 
 ARGS = ["--method", "mass", "--manifest", "m.parquet", "--proposals", "p", "--out", "out", "--config", "s.json", "--resumable-status", "0"]
 WORKER = ["-m", "mass_core.pretrain", *ARGS]
@@ -43,3 +50,32 @@ def test_the_global_batch_is_split_evenly():
     assert [rank_batch(8, n) for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
     with pytest.raises(ValueError, match=r"batch_size \(6\) is the global batch and must be a multiple of the number of processes \(4\)"):
         rank_batch(6, 4)
+
+
+@pytest.mark.slow
+def test_two_processes_stop_with_75_and_the_resubmitted_run_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    data = write_synthetic_dataset(tmp_path / "data", n_cases=3, shape=(24, 24, 24))
+    train = {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "device": "cpu"}
+    settings = {"train": train, "encoder": TINY_ENCODER, "mim": {"crop_size": [16, 16, 16]}}
+    plan = LaunchPlan(processes=2, cpus=2)
+    log = tmp_path / "pretrain.log"
+    # As in the rule's script, the workers' output goes to sys.stderr, the rule's log.
+    monkeypatch.setattr(sys, "stderr", log.open("a"))
+
+    def launch(out: str, max_wall_seconds: float | None) -> int:
+        run = {**settings, "train": {**train, "max_wall_seconds": max_wall_seconds}}
+        return launch_pretraining("mim", [data.manifest], [data.proposals_root], tmp_path / out, run, plan)
+
+    assert launch("whole", None) == 0
+    # A budget that one step already exceeds: every rank stops after its first step and rank 0 writes latest.pt.
+    assert launch("resumed", 1e-3) == EXIT_RESUMABLE
+    assert (tmp_path / "resumed" / LATEST_FILE).is_file() and not (tmp_path / "resumed" / FINAL_FILE).exists()
+    assert 0 < load_checkpoint(tmp_path / "resumed" / LATEST_FILE, "mim").step < train["steps"]
+    assert launch("resumed", None) == 0
+    assert not (tmp_path / "resumed" / LATEST_FILE).exists() and not (tmp_path / "resumed" / SETTINGS_FILE).exists()
+    whole, resumed = load_checkpoint(tmp_path / "whole" / FINAL_FILE, "mim"), load_checkpoint(tmp_path / "resumed" / FINAL_FILE, "mim")
+    # Same processes, same reductions: resuming changes nothing, bit for bit.
+    for weights in ("model", "ema"):
+        for key, value in getattr(whole, weights).items():
+            assert torch.equal(value, getattr(resumed, weights)[key]), f"{weights}: {key}"
+    assert "--nproc-per-node=2" in log.read_text()

@@ -375,10 +375,10 @@ def pretrain_resources():
     """Resources of a pretraining job: `nproc_per_node` for its launcher, and its nodes and GPUs.
 
     Each node gets a GPU per process (cluster.gpus_per_job when that is more),
-    none when gpus_per_job is 0. One node: the plugin's GPU request (--gpus or
-    --gres), and the jobstep runs the rule under `srun -n1`. Several nodes:
-    `mpi` makes the jobstep run the rule on the first node without srun, so
-    that the rule's launcher can call srun with one task per node (`tasks`
+    none when gpus_per_job is 0. On one node the plugin's GPU request (--gpus or
+    --gres) applies, and its jobstep starts the job with `srun -n1`. On several,
+    `mpi` makes the jobstep run the job on the first node without srun, so
+    that the launcher in the job can call srun with one task per node (`tasks`
     becomes sbatch --ntasks); the GPUs are requested per node, as
     --gpus-per-node (slurm_extra) or --gres=gpu:N (per node in SLURM), where
     `tasks_per_gpu: 0` stops the plugin from turning `tasks` into --ntasks-per-gpu.
