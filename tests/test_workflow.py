@@ -329,12 +329,14 @@ def test_two_processes_launched_by_the_rule_match_one_process_with_the_same_glob
         override.write_text(yaml.safe_dump({"pretrain": {"processes": processes, "train": {"device": "cpu"}}}))
         shutil.rmtree(workdir / ".test/results/pretrain/mim", ignore_errors=True)
         snakemake("--cores", "2", target, "--configfile", ".test/config.yaml", str(override), cwd=workdir)
-        return load_checkpoint(workdir / target, "mim")
+        return load_checkpoint(workdir / target, "mim"), pd.read_csv(workdir / ".test/results/pretrain/mim/metrics.csv")
 
-    two = pretrain(2)
+    two, two_metrics = pretrain(2)
     assert "torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2" in (workdir / "logs/pretrain/mim.log").read_text()
-    one = pretrain(1)
+    one, one_metrics = pretrain(1)
     assert two.step == one.step == yaml.safe_load((REPO / ".test/config.yaml").read_text())["pretrain"]["train"]["steps"]
+    # The logged loss is that of the global batch, averaged over the ranks.
+    np.testing.assert_allclose(two_metrics["loss"], one_metrics["loss"], rtol=0, atol=1e-5)
     crops = torch.linspace(-2, 2, 2 * 16 ** 3).reshape(2, 1, 16, 16, 16)
     hidden = (torch.arange(16 ** 3).reshape(1, 1, 16, 16, 16) % 3 == 0).expand(2, 1, 16, 16, 16)
     for weights in ("model", "ema"):

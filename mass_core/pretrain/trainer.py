@@ -42,7 +42,7 @@ from tqdm import tqdm
 from mass_core.config_section import from_section
 from mass_core.pretrain.checkpoint import TrainingState, load_checkpoint, load_state_dict_checked, save_checkpoint, save_encoder
 from mass_core.pretrain.data import make_loader
-from mass_core.pretrain.distributed import DistEnv, any_rank, setup_distributed, teardown_distributed
+from mass_core.pretrain.distributed import DistEnv, any_rank, mean_over_ranks, setup_distributed, teardown_distributed
 from mass_core.pretrain.ema import build_ema
 from mass_core.pretrain.metrics import METRICS_FILE, VALIDATION_FILE, MetricsLogger
 from mass_core.pretrain.task import PretextTask
@@ -411,7 +411,7 @@ def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, st
             now = time.monotonic()
             step_seconds = now - tick if step_seconds == 0 else 0.9 * step_seconds + 0.1 * (now - tick)
             if step % config.log_every == 0 or step == config.steps:
-                row = window.flush(now) | {"lr": lr, "wall_s": now - started}
+                row = mean_over_ranks(window.flush(now), env) | {"lr": lr, "wall_s": now - started}
                 if logs.metrics is not None:
                     logs.metrics.log(step, row)
                 progress.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.2f}", refresh=False)
