@@ -139,3 +139,42 @@ def test_tiny_config_runs_through_slurm_like_locally(slurm_cluster, tmp_path):
     for array in arrays:
         assert _digest(array) == _digest(local_dir / array.relative_to(slurm_dir)), array
     pd.testing.assert_frame_equal(pd.read_parquet(slurm_dir / DATA_TARGETS[1]), pd.read_parquet(local_dir / DATA_TARGETS[1]))
+
+
+def _pretrain_resources(workdir: Path, config: str) -> dict[str, int | str]:
+    """The resources of the pretrain job that `snakemake --profile slurm -n` plans with `config` added."""
+    (workdir / "launch.yaml").write_text(config)
+    out = run([*SNAKEMAKE, "--profile", "slurm", "-n", "--forceall", "results/pretrain/mim/final.pt", "--configfile", "launch.yaml"], workdir,
+              env=slurm_env(MASS_SLURM_GPU_PARTITION="gpu")).stdout
+    block = out.split("rule pretrain:", 1)[1]
+    line = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
+    pairs = (item.split("=", 1) for item in line.split("resources:", 1)[1].strip().split(", "))
+    return {key: int(value) if value.isdigit() else value for key, value in pairs if value != "<TBD>"}
+
+
+@pytest.mark.parametrize("config, sbatch", [
+    # One node, 4 processes: the plugin's --gpus; the jobstep runs the rule under `srun -n1`, which starts torchrun --standalone.
+    ("pretrain: {processes: 4, train: {batch_size: 8}}\ncluster: {gpus_per_job: 1}\n",
+     "-t 1440 --mem 64000 --cpus-per-task=8 -D /work --gpus=4"),
+    # Two nodes: one task per node (the rule's srun starts a torchrun on each), GPUs per node.
+    ("pretrain: {processes: 4, nodes: 2, train: {batch_size: 8}}\ncluster: {gpus_per_job: 1}\n",
+     "-t 1440 --mem 64000 --nodes=2 --ntasks=2 --cpus-per-task=8 --gpus-per-node=4 -D /work"),
+    ("pretrain: {processes: 4, nodes: 2, train: {batch_size: 8}}\ncluster: {gpus_per_job: 1, gpu_request: gres}\n",
+     "-t 1440 --mem 64000 --nodes=2 --ntasks=2 --cpus-per-task=8 -D /work --gres=gpu:4"),
+])
+def test_pretraining_processes_and_nodes_become_these_sbatch_options(workdir, config, sbatch):
+    # The plugin's own functions build the sbatch call from the planned job's resources.
+    submit = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    resources = _pretrain_resources(workdir, config)
+    job = type("Job", (), {"resources": Resources(resources), "threads": 1})()
+    params = {"run_uuid": "RUN", "slurm_logfile": "LOG", "comment_str": "rule_pretrain_wildcards_mim", "account": f"-A {ACCOUNT}",
+              "partition": "-p gpu", "workdir": "/work"}
+    call = submit.get_submit_command(job, params) + set_gres_string(job)
+    assert call == f"sbatch --parsable --job-name RUN --output LOG --export=ALL --comment rule_pretrain_wildcards_mim -A {ACCOUNT} -p gpu {sbatch}"
+    # Several nodes: the jobstep runs the rule on the first node without srun (`mpi`), so that the rule can call srun itself.
+    assert ("mpi" in resources) == ("nodes: 2" in config)

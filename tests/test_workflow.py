@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+import torch
 import yaml
 
+from mass_core.models.reconstruction import ReconstructionConfig, ReconstructionNet
+from mass_core.pretrain.checkpoint import load_checkpoint
 from volumes import make_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -264,6 +267,8 @@ def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path, workdir):
      "config error: evaluation.datasets names 'phantm', which is not under datasets (configured: phantom)"),
     ({"pretrain": {"datasets": ["phantom", "ct", "mr"]}},
      "config error: pretrain.datasets names 'ct', 'mr', which are not under datasets (configured: phantom)"),
+    ({"pretrain": {"processes": 3}},
+     "config error: pretrain.train.batch_size (2) is the global batch and must be a multiple of the number of processes (3)"),
 ])
 def test_config_error_is_one_line_naming_the_key(tmp_path, override, message, workdir):
     bad = tmp_path / "bad.yaml"
@@ -306,3 +311,44 @@ def test_a_recipe_dataset_plans_a_standardize_job_per_case(tmp_path, workdir):
     rows = [line.split() for line in out.splitlines()]
     jobs = {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
     assert jobs["standardize"] == 2 and jobs["manifest"] == 1 and "generate_phantom" not in jobs
+
+
+# The encoder's convolutions carry biases that an InstanceNorm follows: their exact gradient is 0, and
+# LAMB scales the float round-off that stands for it (which differs with the order of the sums) into
+# full-size steps. They do not change what the network computes, so they are left out of the comparison
+# of weights and covered by the comparison of its outputs.
+NORMALISED_BIAS = re.compile(r"^encoder\..*conv\.bias$")
+
+
+@pytest.mark.slow
+def test_two_processes_launched_by_the_rule_match_one_process_with_the_same_global_batch(tmp_path, workdir):
+    target = ".test/results/pretrain/mim/final.pt"
+
+    def pretrain(processes: int):
+        override = tmp_path / f"processes_{processes}.yaml"
+        override.write_text(yaml.safe_dump({"pretrain": {"processes": processes, "train": {"device": "cpu"}}}))
+        shutil.rmtree(workdir / ".test/results/pretrain/mim", ignore_errors=True)
+        snakemake("--cores", "2", target, "--configfile", ".test/config.yaml", str(override), cwd=workdir)
+        return load_checkpoint(workdir / target, "mim"), pd.read_csv(workdir / ".test/results/pretrain/mim/metrics.csv")
+
+    two, two_metrics = pretrain(2)
+    assert "torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2" in (workdir / "logs/pretrain/mim.log").read_text()
+    one, one_metrics = pretrain(1)
+    assert two.step == one.step == yaml.safe_load((REPO / ".test/config.yaml").read_text())["pretrain"]["train"]["steps"]
+    # The logged loss is that of the global batch, averaged over the ranks.
+    np.testing.assert_allclose(two_metrics["loss"], one_metrics["loss"], rtol=0, atol=1e-5)
+    crops = torch.linspace(-2, 2, 2 * 16 ** 3).reshape(2, 1, 16, 16, 16)
+    hidden = (torch.arange(16 ** 3).reshape(1, 1, 16, 16, 16) % 3 == 0).expand(2, 1, 16, 16, 16)
+    for weights in ("model", "ema"):
+        a, b = getattr(two, weights), getattr(one, weights)
+        compared = [key for key in b if not NORMALISED_BIAS.match(key)]
+        assert len(compared) > len(b) / 2
+        for key in compared:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=f"{weights}: {key}")
+        outputs = []
+        for state in (a, b):
+            net = ReconstructionNet(ReconstructionConfig.from_dict(one.model_config)).eval()
+            net.load_state_dict(state)
+            with torch.no_grad():
+                outputs.append(net(crops, hidden).reconstruction)
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-5)

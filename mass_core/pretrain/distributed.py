@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "any_rank", "setup_distributed", "teardown_distributed"]
+__all__ = ["DistEnv", "any_rank", "mean_over_ranks", "setup_distributed", "teardown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,16 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
     value = torch.tensor([int(flag)], device=env.device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def mean_over_ranks(values: Mapping[str, float], env: DistEnv) -> dict[str, float]:
+    """``values`` averaged over the ranks (a collective: every rank must call it, with the same keys).
+
+    Logged losses then describe the global batch, as in a one-process run.
+    """
+    if env.world_size == 1:
+        return dict(values)
+    keys = sorted(values)
+    total = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=env.device)
+    dist.all_reduce(total)
+    return {k: v / env.world_size for k, v in zip(keys, total.tolist())}

@@ -42,12 +42,12 @@ from tqdm import tqdm
 from mass_core.config_section import from_section
 from mass_core.pretrain.checkpoint import TrainingState, load_checkpoint, load_state_dict_checked, save_checkpoint, save_encoder
 from mass_core.pretrain.data import make_loader
-from mass_core.pretrain.distributed import DistEnv, any_rank, setup_distributed, teardown_distributed
+from mass_core.pretrain.distributed import DistEnv, any_rank, mean_over_ranks, setup_distributed, teardown_distributed
 from mass_core.pretrain.ema import build_ema
 from mass_core.pretrain.metrics import METRICS_FILE, VALIDATION_FILE, MetricsLogger
 from mass_core.pretrain.task import PretextTask
 
-__all__ = ["ENCODER_FILE", "EXIT_RESUMABLE", "FINAL_FILE", "LATEST_FILE", "TrainConfig", "TrainResult", "snapshot_path", "train"]
+__all__ = ["ENCODER_FILE", "EXIT_RESUMABLE", "FINAL_FILE", "LATEST_FILE", "TrainConfig", "TrainResult", "rank_batch", "snapshot_path", "train"]
 
 LATEST_FILE = "latest.pt"
 SNAPSHOT_DIR = "snapshots"
@@ -63,7 +63,10 @@ class TrainConfig:
 
     Args:
         steps: optimiser steps in total (the paper: 100k).
-        batch_size: samples per step and per process (the paper: 4 tasks of 13 masks).
+        batch_size: samples per optimiser step over all processes (the global batch; the paper:
+            4 tasks of 13 masks). Each of N processes draws ``batch_size / N`` of them, so a
+            run gives the same weights whatever the number of processes (up to float rounding,
+            for losses that are means over samples); N must divide it.
         lr: peak learning rate of the one-cycle schedule (the paper: 2e-3).
         warmup_fraction: share of the steps spent warming up (the paper: 0.05).
         optimizer: ``"lamb"`` (the paper's) or ``"adamw"``.
@@ -350,7 +353,19 @@ def train(task: PretextTask, config: TrainConfig, out_dir: str | Path) -> TrainR
         teardown_distributed(env)
 
 
+def rank_batch(batch_size: int, world_size: int) -> int:
+    """Samples per step on each of ``world_size`` processes: an equal share of the global ``batch_size``.
+
+    Raises:
+        ValueError: ``world_size`` does not divide ``batch_size``.
+    """
+    if batch_size % world_size:
+        raise ValueError(f"pretrain.train.batch_size ({batch_size}) is the global batch and must be a multiple of the number of processes ({world_size})")
+    return batch_size // world_size
+
+
 def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, started: float) -> TrainResult:
+    per_rank = rank_batch(config.batch_size, env.world_size)
     parts = _build(task, config, env.device)
     latest = out_dir / LATEST_FILE
     restored = parts.restore(latest, task, config) if latest.exists() else None
@@ -359,14 +374,15 @@ def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, st
     if env.world_size > 1:
         network = DistributedDataParallel(parts.model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     use_bf16 = config.bf16 and env.device.type == "cuda"
-    loader = make_loader(task, config.seed, start, config.steps, config.batch_size, config.num_workers, env.rank, env.world_size, pin_memory=env.device.type == "cuda")
+    loader = make_loader(task, config.seed, start, config.steps, per_rank, config.num_workers, env.rank, env.world_size,
+                         pin_memory=env.device.type == "cuda")
     logs = _Logs.open(out_dir, restored, env.is_main)
     tty = sys.stderr.isatty()
     progress = tqdm(total=config.steps, initial=start, disable=not env.is_main, mininterval=1 if tty else 60, desc=f"train {task.method}", file=sys.stderr)
 
     step, saved_at = start, start
     step_seconds = save_seconds = 0.0
-    window = _Window(global_batch=config.batch_size * env.world_size)
+    window = _Window(global_batch=config.batch_size)
     if start == 0 and config.validate_every:
         logs.validate(task, parts, env, 0, started)
     with _StopRequests() as stop, progress:
@@ -395,7 +411,7 @@ def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, st
             now = time.monotonic()
             step_seconds = now - tick if step_seconds == 0 else 0.9 * step_seconds + 0.1 * (now - tick)
             if step % config.log_every == 0 or step == config.steps:
-                row = window.flush(now) | {"lr": lr, "wall_s": now - started}
+                row = mean_over_ranks(window.flush(now), env) | {"lr": lr, "wall_s": now - started}
                 if logs.metrics is not None:
                     logs.metrics.log(step, row)
                 progress.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.2f}", refresh=False)

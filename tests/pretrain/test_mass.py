@@ -168,7 +168,7 @@ def test_ddp_with_two_processes_matches_one_process_with_the_same_global_batch(d
         return torch.load(tmp_path / out / "final.pt", weights_only=True)["model"]
 
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    ddp, single = run("ddp", 1, torchrun), run("single", 2, [])
+    ddp, single = run("ddp", 2, torchrun), run("single", 2, [])
     torch.manual_seed(0)
     initial = InContextSegmenter(MassConfig.from_config(tiny_sections["encoder"], tiny_sections["mass"]).model).state_dict()
     # Same initialisation, same samples, averaged gradients: the runs move the weights the same way.

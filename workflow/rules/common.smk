@@ -13,7 +13,7 @@ from mass_core.evaluate.aggregate import TABLES
 from mass_core.evaluate.paper_tables import PAPER_TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
 from mass_core.pretrain.run import PRETEXT_TASKS, SCRATCH, check_method_names, finetune_rows, load_method_modules
-from mass_core.pretrain.trainer import snapshot_path
+from mass_core.pretrain.trainer import rank_batch, snapshot_path
 from mass_core.provenance import provenance_path
 from mass_core.standardize import dataset_settings
 
@@ -131,6 +131,12 @@ _or_exit("config error: pretrain.method_modules: ", load_method_modules, METHOD_
 METHODS = config["pretrain"]["methods"]
 _or_exit("config error: ", check_method_names, METHODS)
 TRAINED_METHODS = [m for m in METHODS if m != SCRATCH]
+# Processes per node and nodes of a pretraining job. They reach the job as
+# resources, not params: the batch is global, so they do not change the weights,
+# and changing them must not rerun anything.
+PRETRAIN_PROCESSES = config["pretrain"]["processes"]
+PRETRAIN_NODES = config["pretrain"]["nodes"]
+_or_exit("config error: ", rank_batch, config["pretrain"]["train"]["batch_size"], PRETRAIN_PROCESSES * PRETRAIN_NODES)
 
 
 def method_pattern(wanted=lambda entry: True):
@@ -354,16 +360,44 @@ def all_targets():
     return manifests() + proposal_recall_tables() + pretrain_outputs() + evaluation_targets()
 
 
-def gpu_resources():
-    """Resources of a job that wants GPUs, as config cluster.gpu_request says; use as `resources: **gpu_resources()`.
+def gpu_resources(n=CLUSTER["gpus_per_job"]):
+    """Resources of a job that wants `n` GPUs, as config cluster.gpu_request says; use as `resources: **gpu_resources()`.
 
     `gpu=N` makes the SLURM plugin pass --gpus=N; `gres="gpu:N"` passes
-    --gres=gpu:N, for clusters that reject --gpus. Nothing when gpus_per_job is 0.
+    --gres=gpu:N, for clusters that reject --gpus. Nothing when `n` is 0.
     """
-    n = CLUSTER["gpus_per_job"]
     if n == 0:
         return {}
     return {"gpu": n} if CLUSTER["gpu_request"] == "gpus" else {"gres": f"gpu:{n}"}
+
+
+def pretrain_resources():
+    """Resources of a pretraining job: `nproc_per_node` for its launcher, and its nodes and GPUs.
+
+    Each node gets a GPU per process (cluster.gpus_per_job when that is more),
+    none when gpus_per_job is 0. On one node the plugin's GPU request (--gpus or
+    --gres) applies, and its jobstep starts the job with `srun -n1`. On several,
+    `mpi` makes the jobstep run the job on the first node without srun, so
+    that the launcher in the job can call srun with one task per node (`tasks`
+    becomes sbatch --ntasks); the GPUs are requested per node, as
+    --gpus-per-node (slurm_extra) or --gres=gpu:N (per node in SLURM), where
+    `tasks_per_gpu: 0` stops the plugin from turning `tasks` into --ntasks-per-gpu.
+    """
+    gpus = max(CLUSTER["gpus_per_job"], PRETRAIN_PROCESSES) if CLUSTER["gpus_per_job"] else 0
+    resources = {"nproc_per_node": PRETRAIN_PROCESSES}
+    if PRETRAIN_NODES == 1:
+        return resources | gpu_resources(gpus)
+    resources |= {"nodes": PRETRAIN_NODES, "tasks": PRETRAIN_NODES, "mpi": "srun"}
+    if gpus and CLUSTER["gpu_request"] == "gpus":
+        resources["slurm_extra"] = f"--gpus-per-node={gpus}"
+    elif gpus:
+        resources |= {"gres": f"gpu:{gpus}", "tasks_per_gpu": 0}
+    return resources
+
+
+def scratch_settings():
+    """The `pretrain` section for init_scratch, less the launch keys (processes, nodes), which do not change any weights."""
+    return {key: value for key, value in config["pretrain"].items() if key not in ("processes", "nodes")}
 
 
 def snapshot_paths():

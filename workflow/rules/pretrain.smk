@@ -1,6 +1,8 @@
 # One pretraining run per method over the training splits of the pretraining
 # datasets. A run that stops early (time limit, pre-emption, max_wall_seconds)
 # leaves latest.pt and exits 75; `retries` resubmits it and it continues.
+# pretrain.processes > 1 or pretrain.nodes > 1 start the run under torchrun
+# (srun + torchrun on several nodes); see pretrain_resources.
 
 
 rule pretrain:
@@ -30,7 +32,7 @@ rule pretrain:
     priority: 50
     resources:
         runtime=config["pretrain"]["runtime_minutes"],
-        **gpu_resources(),
+        **pretrain_resources(),
     threads: config["pretrain"]["threads"]
     conda:
         ENV
@@ -42,7 +44,7 @@ rule init_scratch:
     output:
         encoder=f"{RESULTS}/pretrain/scratch/encoder.pt",
     params:
-        settings=config["pretrain"],
+        settings=scratch_settings(),
     log:
         "logs/pretrain/scratch.log",
     conda:
