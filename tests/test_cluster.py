@@ -125,7 +125,7 @@ def node_size() -> tuple[int, int]:
 
 
 def fit_profile_to_node(workdir: Path, cpus: int) -> None:
-    """Lower every per-rule cpus_per_task of the copy's slurm profile to the node's CPUs.
+    """Lower every per-rule cpus_per_task of the copy's slurm profile to `cpus`, what the node offers.
 
     `--cores` caps what sbatch asks for, but the job's own srun step asks for
     the profile's cpus_per_task and fails ("More processors requested than
@@ -204,15 +204,17 @@ def test_tiny_config_runs_through_slurm_like_locally(slurm_cluster, tmp_path):
         write_tiny_config(workdir)
         (workdir / "dag.yaml").write_text(yaml.safe_dump(DAG_CONFIG))
     configs = ["--configfile", "tiny.yaml", "dag.yaml"]
-    # A job that asks for more than the node has stays pending forever: cap every request at the node's size.
+    # A job that asks for more than the node has stays pending forever. Every
+    # job is capped at half the node, the per-case groups at its cores, so that
+    # two jobs run side by side as on a cluster of several nodes.
     cpus, mem_mb = node_size()
-    fit_profile_to_node(slurm_dir, cpus)
+    fit_profile_to_node(slurm_dir, max(cpus // 2, 1))
     # Status checks: the first 2 s after submission (default 40 s); the plugin then
     # waits 10 s longer after every check that finds no job finished (at most
     # 180 s) and back to 2 s after one that does, whatever --seconds-between-status-checks
     # says. sacct, not squeue: it reports why a job failed and is what production uses.
     result = run([*SNAKEMAKE, "--profile", "slurm", "all", *configs, "--cores", str(cpus),
-                  "--resources", f"mem_mb={mem_mb}", "--slurm-init-seconds-before-status-checks", "2",
+                  "--resources", f"mem_mb={mem_mb // 2}", "--slurm-init-seconds-before-status-checks", "2",
                   "--slurm-status-command", "sacct"], slurm_dir, env=slurm_env(), timeout=1200)
     run([*SNAKEMAKE, "--cores", "2", "all", *configs], local_dir, timeout=1200)
 
