@@ -145,11 +145,11 @@ def job_stats(log: str) -> Counter:
 
 # Columns that time a run rather than describe its results.
 TIMING_COLUMNS = ["seconds", "wall_s", "samples_per_s", "data_fraction"]
-# Outputs not compared: plots and markdown render compared tables; provenance
-# records hashes of checkpoint bytes (torch.save writes a per-save id) and
-# evaluation summaries record times.
-# (fnmatch patterns: * spans folders.)
-NOT_COMPARED = ["*.png", "*.md", "*.provenance.json", "evaluation/*/summary.json"]
+# Outputs not compared (fnmatch patterns: * spans folders): provenance records
+# the md5 of checkpoint files, whose bytes differ between runs (torch.save names
+# the archive inside after the atomic write's temporary file), and evaluation
+# summaries record times.
+NOT_COMPARED = ["*.provenance.json", "evaluation/*/summary.json"]
 
 
 def _tensors(obj, prefix: str = ""):
@@ -162,9 +162,9 @@ def _tensors(obj, prefix: str = ""):
 
 
 def assert_same_result(path: Path, reference: Path) -> None:
-    """The two files hold the same results: arrays, tables (less timing columns), JSON, HDF5 datasets, checkpoint tensors."""
+    """The two files hold the same results, as their type allows: bytes, tables less timing columns, JSON, HDF5 data, tensors."""
     suffix = path.suffix
-    if suffix == ".npy":
+    if suffix in (".npy", ".png", ".md"):
         assert _digest(path) == _digest(reference), path
     elif suffix == ".npz":
         with np.load(path) as ours, np.load(reference) as theirs:
@@ -172,7 +172,7 @@ def assert_same_result(path: Path, reference: Path) -> None:
     elif suffix in (".parquet", ".csv"):
         read = pd.read_parquet if suffix == ".parquet" else pd.read_csv
         ours, theirs = (read(p).drop(columns=TIMING_COLUMNS, errors="ignore") for p in (path, reference))
-        pd.testing.assert_frame_equal(ours, theirs, obj=str(path))
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=True, obj=str(path))
     elif suffix == ".json":
         assert json.loads(path.read_text()) == json.loads(reference.read_text()), path
     elif suffix == ".h5":
@@ -239,4 +239,4 @@ def test_tiny_config_runs_through_slurm_like_locally(slurm_cluster, tmp_path):
     for name in compared:
         assert_same_result(results / name, reference / name)
     assert len(list(results.glob("phantom/standardized/*/*.npy"))) == 12
-    assert {f.suffix for f in compared} >= {".npy", ".npz", ".parquet", ".csv", ".json", ".h5", ".pt"}
+    assert {f.suffix for f in compared} == {".npy", ".npz", ".parquet", ".csv", ".json", ".h5", ".pt", ".png", ".md"}
