@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 from collections import Counter
+from fnmatch import fnmatch
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pandas as pd
 import pytest
+import torch
+import yaml
 
 from workspace import REPO, SNAKEMAKE, copy_project, run, write_tiny_config
 
@@ -100,11 +106,95 @@ def _digest(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-# The CPU data stages of the tiny config: generator, per-case groups
-# (standardize + propose), manifest and proposal recall. Pretraining and
-# evaluation add minutes of scheduler polling per stage and nothing the
-# profile does differently for them (their GPU requests are tested above).
-DATA_TARGETS = ["results/phantom/manifest.parquet", "results/phantom/proposals/recall.parquet"]
+# The whole DAG of the tiny config with one pretext method and one label
+# budget: MASS alone still runs every rule kind (proposals, pretraining,
+# finetuning of the whole model, in-context few-shot, probe, the learning curve
+# from a snapshot, tables and plots) in 14 submissions. No GPU request: the
+# test node has none.
+DAG_CONFIG = {
+    "pretrain": {"methods": ["mass"]},
+    "evaluation": {"mass_finetune": ["whole"], "label_fractions": [], "label_counts": [1]},
+    "cluster": {"gpus_per_job": 0},
+}
+
+
+def node_size() -> tuple[int, int]:
+    """CPUs and memory (MB) of the cluster's one node, as slurm.conf declares them."""
+    cpus, mem_mb = run(["sinfo", "-h", "-N", "-o", "%c %m"], REPO).stdout.split()
+    return int(cpus), int(mem_mb)
+
+
+def fit_profile_to_node(workdir: Path, cpus: int) -> None:
+    """Lower every per-rule cpus_per_task of the copy's slurm profile to `cpus`, what the node offers.
+
+    `--cores` caps what sbatch asks for, but the job's own srun step asks for
+    the profile's cpus_per_task and fails ("More processors requested than
+    permitted"); docs/cluster.md tells sites to edit a copy of the profile alike.
+    """
+    profile = workdir / "profiles" / "slurm" / "config.yaml"
+    text, count = re.subn(r"^(\s*cpus_per_task:).*$", rf"\g<1> {cpus}", profile.read_text(), flags=re.MULTILINE)
+    assert count, f"{profile}: no cpus_per_task to fit to the node"
+    profile.write_text(text)
+
+
+def job_stats(log: str) -> Counter:
+    """The jobs by rule of the "Job stats" table that a run prints when it starts."""
+    table = log[log.index("Job stats:"):].split("\ntotal")[0]
+    return Counter({rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)})
+
+
+# Columns that time a run rather than describe its results.
+TIMING_COLUMNS = ["seconds", "wall_s", "samples_per_s", "data_fraction"]
+# Outputs not compared (fnmatch patterns: * spans folders): provenance records
+# the md5 of checkpoint files, whose bytes differ between runs (torch.save names
+# the archive inside after the atomic write's temporary file), and evaluation
+# summaries record times.
+NOT_COMPARED = ["*.provenance.json", "evaluation/*/summary.json"]
+
+
+def _tensors(obj, prefix: str = ""):
+    """(path, tensor) of every tensor in a checkpoint's nested dicts."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{prefix}/{key}")
+
+
+def assert_same_result(path: Path, reference: Path) -> None:
+    """The two files hold the same results, as their type allows: bytes, tables less timing columns, JSON, HDF5 data, tensors."""
+    suffix = path.suffix
+    if suffix in (".npy", ".png", ".md"):
+        assert _digest(path) == _digest(reference), path
+    elif suffix == ".npz":
+        with np.load(path) as ours, np.load(reference) as theirs:
+            assert ours.files == theirs.files and all(np.array_equal(ours[k], theirs[k]) for k in ours.files), path
+    elif suffix in (".parquet", ".csv"):
+        read = pd.read_parquet if suffix == ".parquet" else pd.read_csv
+        ours, theirs = (read(p).drop(columns=TIMING_COLUMNS, errors="ignore") for p in (path, reference))
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=True, obj=str(path))
+    elif suffix == ".json":
+        assert json.loads(path.read_text()) == json.loads(reference.read_text()), path
+    elif suffix == ".h5":
+        with h5py.File(path) as ours, h5py.File(reference) as theirs:
+            names = _h5_names(ours)
+            assert names == _h5_names(theirs), path
+            for name in names:
+                if isinstance(ours[name], h5py.Dataset):
+                    assert np.array_equal(ours[name][()], theirs[name][()]), f"{path}: {name}"
+    elif suffix == ".pt":
+        ours, theirs = (dict(_tensors(torch.load(p, map_location="cpu", weights_only=False))) for p in (path, reference))
+        assert ours.keys() == theirs.keys() and ours, path
+        for key, tensor in ours.items():
+            assert torch.equal(tensor, theirs[key]), f"{path}: {key}"
+    else:
+        raise AssertionError(f"{path}: no comparison for {suffix} files")
+
+
+def _h5_names(file: h5py.File) -> list[str]:
+    names: list[str] = []
+    file.visit(names.append)
+    return names
 
 
 @pytest.mark.slow
@@ -112,33 +202,44 @@ def test_tiny_config_runs_through_slurm_like_locally(slurm_cluster, tmp_path):
     slurm_dir, local_dir = copy_project(tmp_path / "slurm"), copy_project(tmp_path / "local")
     for workdir in (slurm_dir, local_dir):
         write_tiny_config(workdir)
-    # The node has 2 cores: group jobs must ask for no more than it has.
-    cores = str(min(os.cpu_count() or 1, 2))
-    result = run([*SNAKEMAKE, "--profile", "slurm", *DATA_TARGETS, "--configfile", "tiny.yaml", "--cores", cores,
-                  "--resources", "mem_mb=8000", "--slurm-init-seconds-before-status-checks", "2",
-                  "--seconds-between-status-checks", "2"], slurm_dir, env=slurm_env(), timeout=900)
-    run([*SNAKEMAKE, "--cores", "2", *DATA_TARGETS, "--configfile", "tiny.yaml"], local_dir)
+        (workdir / "dag.yaml").write_text(yaml.safe_dump(DAG_CONFIG))
+    configs = ["--configfile", "tiny.yaml", "dag.yaml"]
+    # A job that asks for more than the node has stays pending forever. Every
+    # job is capped at half the node, the per-case groups at its cores, so that
+    # two jobs run side by side as on a cluster of several nodes.
+    cpus, mem_mb = node_size()
+    fit_profile_to_node(slurm_dir, max(cpus // 2, 1))
+    # Status checks: the first 2 s after submission (default 40 s); the plugin then
+    # waits 10 s longer after every check that finds no job finished (at most
+    # 180 s) and back to 2 s after one that does, whatever --seconds-between-status-checks
+    # says. sacct, not squeue: it reports why a job failed and is what production uses.
+    result = run([*SNAKEMAKE, "--profile", "slurm", "all", *configs, "--cores", str(cpus),
+                  "--resources", f"mem_mb={mem_mb // 2}", "--slurm-init-seconds-before-status-checks", "2",
+                  "--slurm-status-command", "sacct"], slurm_dir, env=slurm_env(), timeout=1200)
+    run([*SNAKEMAKE, "--cores", "2", "all", *configs], local_dir, timeout=1200)
 
-    # Every job went through SLURM: the generator, group jobs of the per-case rules, manifest, recall.
+    # Every job but `all` went through SLURM, once: the per-case rules as group jobs, every other rule alone.
     log = result.stdout + result.stderr
     submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: \S+/slurm_logs/(\w+)", log))
-    names = sorted(submitted.values())
-    assert {"rule_generate_phantom", "rule_manifest", "rule_proposal_recall"} <= set(names), names
-    assert any(name.startswith("group_cases") for name in names), names
-    assert "localrule" not in log
+    by_rule = Counter(name.removeprefix("rule_") for name in submitted.values() if not name.startswith("group_cases"))
+    planned = job_stats(log)
+    assert by_rule == planned - Counter({"all": 1, "standardize": planned["standardize"], "propose": planned["propose"]})
+    assert {"pretrain", "finetune_seg", "incontext_fewshot", "linear_probe", "curve_finetune", "aggregate"} <= set(by_rule)
+    assert any(name.startswith("group_cases") for name in submitted.values()), submitted
+    assert re.findall(r"^localrule (\w+):", log, flags=re.MULTILINE) == ["all"]
     sacct = run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Account", "-j", ",".join(submitted)], slurm_dir).stdout
     states = {line.split("|")[0]: line.split("|")[1:] for line in sacct.splitlines()}
     assert states == {job: ["COMPLETED", ACCOUNT] for job in submitted}
 
-    # The same bytes as a local run.
-    slurm_manifest = pd.read_parquet(slurm_dir / "results/phantom/manifest.parquet")
-    pd.testing.assert_frame_equal(slurm_manifest, pd.read_parquet(local_dir / "results/phantom/manifest.parquet"))
-    assert len(slurm_manifest) == 6
-    arrays = sorted((slurm_dir / "results/phantom/standardized").glob("*/*.npy"))
-    assert len(arrays) == 12
-    for array in arrays:
-        assert _digest(array) == _digest(local_dir / array.relative_to(slurm_dir)), array
-    pd.testing.assert_frame_equal(pd.read_parquet(slurm_dir / DATA_TARGETS[1]), pd.read_parquet(local_dir / DATA_TARGETS[1]))
+    # The same results as a local run, file by file.
+    results, reference = slurm_dir / "results", local_dir / "results"
+    files = sorted(p.relative_to(results) for p in results.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
+    compared = [f for f in files if not any(fnmatch(str(f), pattern) for pattern in NOT_COMPARED)]
+    for name in compared:
+        assert_same_result(results / name, reference / name)
+    assert len(list(results.glob("phantom/standardized/*/*.npy"))) == 12
+    assert {f.suffix for f in compared} == {".npy", ".npz", ".parquet", ".csv", ".json", ".h5", ".pt", ".png", ".md"}
 
 
 def _pretrain_resources(workdir: Path, config: str) -> dict[str, int | str]:
