@@ -61,9 +61,10 @@ __all__ = ["InferParams", "Segmenter", "build_segmenter", "label_map", "main_inf
 # Standardized (X, Y, Z) image -> probabilities (K, X, Y, Z) of the K labels.
 Segmenter = Callable[[np.ndarray], np.ndarray]
 # Windows per forward pass. On CPU a batch of one runs PyTorch's slow reference
-# 3D convolution (see FewshotParams.sw_batch); beyond two the gain is small on
-# an idle machine, but fewer, larger passes lose less to thread synchronisation
-# on a busy one (benchmarks/bench_infer.py).
+# 3D convolution (see FewshotParams.sw_batch). Demo model, 32^3 windows: one
+# thread costs the same per window at 2, 4 or 8 (0.08-0.11 CPU s); two threads
+# on busy cores lose less to waiting for each other with larger passes (8: 1.2 s
+# per window, 4: 1.7 s, 2: 2.0 s).
 SW_BATCH = 4
 
 
