@@ -162,7 +162,10 @@ def _infer(tmp_path: Path, checkpoint: Path, out: str, *options: str) -> sitk.Im
             "--out-dir", str(tmp_path / out), "--crop", "16", "16", "16", "--roi", "16", "16", "16", "--device", "cpu",
             "--labels", "1", "6", "--threshold", "0.45", *options]
     assert main_infer(args) == 0
-    return sitk.ReadImage(str(tmp_path / out / "scan.nii.gz"))
+    output = sitk.ReadImage(str(tmp_path / out / "scan.nii.gz"))
+    for getter in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(output, getter)() == pytest.approx(getattr(test_image, getter)(), abs=1e-4)
+    return output
 
 
 def test_infer_without_spacing_standardizes_like_the_checkpoint_and_says_so(tmp_path, capsys):
