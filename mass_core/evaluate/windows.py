@@ -27,9 +27,9 @@ CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota where one is set.
 
-    PyTorch's default thread count is the machine's core count; in a container
-    or job limited to fewer CPUs, that many threads wait on each other at
-    every operation.
+    PyTorch's default thread count ignores a CPU quota (a container's
+    ``--cpus``, a cgroup-limited job): it starts as many threads as the machine
+    has cores, and they wait on each other at every operation.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
