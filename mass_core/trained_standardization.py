@@ -73,7 +73,8 @@ class ResolvedStandardization:
         modality: ``CT``, ``MR`` or ``PET``.
         params: the settings.
         sources: setting name (``modality`` and the StandardizeParams fields) ->
-            ``"checkpoint"``, ``"command line"`` or ``"default"``.
+            ``"checkpoint"``, ``"checkpoint, most cases"`` (records disagree and
+            no option sets it), ``"command line"`` or ``"default"``.
     """
 
     modality: str
