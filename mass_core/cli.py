@@ -6,6 +6,7 @@ Run ``mass-core --help`` (or ``python -m mass_core --help``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return phantom_main(argv[1:])
     if argv[:1] == ["infer"]:
+        # Set before torch loads its OpenMP runtime, which reads it once: threads
+        # waiting at a barrier sleep instead of spinning. On cores shared with
+        # other jobs a spinning thread waits for a descheduled one at every
+        # operation. Demo model, 2 threads on 2 busy cores: 1.2-2.0 s per window
+        # spinning, 0.25-0.34 s sleeping, 0.3 s for 1 thread.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from mass_core.evaluate.infer import main_infer
 
         return main_infer(argv[1:])

@@ -48,7 +48,7 @@ from mass_core.evaluate.job import start_job
 from mass_core.evaluate.windows import centred_box, check_window, extract_crop, sliding_window_logits
 from mass_core.labels import ignored
 from mass_core.models.incontext import InContextConfig, InContextSegmenter, TaskTokens
-from mass_core.pretrain.checkpoint import load_checkpoint, load_state_dict_checked
+from mass_core.pretrain.checkpoint import TrainingState, load_checkpoint, load_state_dict_checked
 
 __all__ = [
     "FEWSHOT_FILES",
@@ -56,6 +56,7 @@ __all__ = [
     "class_probabilities",
     "load_incontext_segmenter",
     "incontext_metrics",
+    "load_incontext_checkpoint",
     "reference_tokens",
     "run_fewshot",
     "select_references",
@@ -105,8 +106,8 @@ class FewshotParams:
         return from_section(cls, section, "evaluation.fewshot")
 
 
-def load_incontext_segmenter(path: str | os.PathLike) -> InContextSegmenter:
-    """The EMA in-context model of a MASS training checkpoint (``final.pt``), in eval mode.
+def load_incontext_checkpoint(path: str | os.PathLike) -> TrainingState:
+    """A MASS training checkpoint (``final.pt``): one whose method trains an in-context model.
 
     Raises:
         ValueError: the file is missing or is not a MASS training checkpoint (for
@@ -122,6 +123,16 @@ def load_incontext_segmenter(path: str | os.PathLike) -> InContextSegmenter:
     if state.method not in PRETEXT_TASKS or not PRETEXT_TASKS[state.method].in_context:
         raise ValueError(f"{path} is a {state.method!r} checkpoint; in-context segmentation needs a MASS checkpoint "
                          "(results/pretrain/mass/final.pt)")
+    return state
+
+
+def load_incontext_segmenter(path: str | os.PathLike) -> InContextSegmenter:
+    """The EMA in-context model of a MASS training checkpoint (``final.pt``), in eval mode.
+
+    Raises:
+        ValueError: see :func:`load_incontext_checkpoint`.
+    """
+    state = load_incontext_checkpoint(path)
     model = InContextSegmenter(InContextConfig.from_dict(state.model_config))
     load_state_dict_checked(model, state.ema, f"{path} (EMA weights)")
     return model.eval()

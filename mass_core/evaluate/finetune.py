@@ -61,6 +61,7 @@ from mass_core.pretrain.task import PretextTask
 from mass_core.pretrain.trainer import EXIT_RESUMABLE, FINAL_FILE, LATEST_FILE, TrainConfig
 from mass_core.pretrain.trainer import train as run_training
 from mass_core.provenance import config_sha256, file_md5
+from mass_core.trained_standardization import training_standardization
 
 __all__ = ["FINETUNE_FILES", "IGNORE_INDEX", "TRAINING_DIR", "FinetuneParams", "FinetuneStopped", "MaskedDiceCELoss", "learning_rate_factor", "predict_label_map",
            "run_finetune", "target_lookup"]
@@ -415,7 +416,7 @@ def run_finetune(
     run_dir = Path(out_dir) / TRAINING_DIR
     _drop_other_runs(run_dir, task)
     train_started = time.perf_counter()
-    result = run_training(task, config, run_dir)
+    result = run_training(task, config, run_dir, training_standardization([manifest_path]))
     if not result.finished:
         raise FinetuneStopped(f"finetuning stopped after step {result.step} of {params.steps}; rerun to continue from {result.checkpoint}")
     train_seconds = time.perf_counter() - train_started

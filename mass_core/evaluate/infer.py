@@ -8,6 +8,15 @@ with a sliding window, and the segmentation is written back on the test
 scan's own grid (size, spacing, origin, direction) with
 :func:`mass_core.geometry.to_original_space`.
 
+Standardization: the settings the checkpoint was trained with (its
+``standardization`` record, :mod:`mass_core.trained_standardization`);
+``--modality``, ``--spacing``, ``--ct-window``, ``--percentiles`` and
+``--margin`` replace the checkpoint's. A checkpoint written before it
+carried the record needs ``--spacing``; its other settings then take the
+pipeline's defaults. The log says which settings were used and where each
+came from. Only the body box is segmented (the standardized crop), so air
+around the patient costs no windows.
+
 References: every non-zero value of a reference mask is one task (a
 multi-label mask gives one task per label). A label's task tokens are
 averaged over all references that contain it. The output label map gives a
@@ -39,17 +48,24 @@ import torch
 
 from mass_core.atomic import write_with
 from mass_core.errors import CaseError
-from mass_core.evaluate.fewshot import FewshotParams, class_probabilities, load_incontext_segmenter, reference_tokens
-from mass_core.evaluate.windows import check_window, resolve_device
+from mass_core.evaluate.fewshot import FewshotParams, class_probabilities, load_incontext_checkpoint, load_incontext_segmenter, reference_tokens
+from mass_core.evaluate.windows import available_cpus, check_window, resolve_device
 from mass_core.geometry import to_original_space
 from mass_core.imageio import IMAGE_SUFFIXES, read_image
 from mass_core.labels import foreground_classes
 from mass_core.standardize import MODALITIES, StandardizeParams, standardize_images
+from mass_core.trained_standardization import resolve_standardization
 
 __all__ = ["InferParams", "Segmenter", "build_segmenter", "label_map", "main_infer", "read_scan", "run_inference", "segment_scan"]
 
 # Standardized (X, Y, Z) image -> probabilities (K, X, Y, Z) of the K labels.
 Segmenter = Callable[[np.ndarray], np.ndarray]
+# Windows per forward pass. On CPU a batch of one runs PyTorch's slow reference
+# 3D convolution (see FewshotParams.sw_batch). Demo model, 32^3 windows: one
+# thread costs the same per window at 2, 4 or 8 (0.08-0.11 CPU s); two threads
+# on busy cores lose less to waiting for each other with larger passes (8: 1.2 s
+# per window, 4: 1.7 s, 2: 2.0 s).
+SW_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -211,29 +227,45 @@ def _parser() -> argparse.ArgumentParser:
                         help="a reference scan and its mask (repeat for an ensemble); each non-zero mask value is one label")
     parser.add_argument("--out-dir", required=True, help="folder for the segmentations (named like the inputs)")
     parser.add_argument("--labels", type=int, nargs="+", help="labels to segment (default: every label of the references)")
-    parser.add_argument("--modality", default="CT", choices=list(MODALITIES))
-    parser.add_argument("--spacing", type=float, nargs=3, default=[1.5, 1.5, 1.5], metavar=("X", "Y", "Z"),
-                        help="standardized spacing in mm; use the pretraining setting (default: %(default)s)")
+    standardize = parser.add_argument_group(
+        "standardization", "default: the settings the checkpoint was trained with; an option given here replaces the checkpoint's")
+    standardize.add_argument("--modality", choices=list(MODALITIES), help="the scans' modality (default: the checkpoint's)")
+    standardize.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                             help="standardized spacing in mm (required for a checkpoint that records no standardization)")
+    standardize.add_argument("--ct-window", type=float, nargs=2, metavar=("LO", "HI"), help="CT clipping window in HU")
+    standardize.add_argument("--percentiles", type=float, nargs=2, metavar=("LO", "HI"), help="MR/PET clipping percentiles")
+    standardize.add_argument("--margin", type=float, metavar="MM", help="margin around the body box in mm")
     parser.add_argument("--crop", type=int, nargs=3, default=[32, 32, 32], metavar=("X", "Y", "Z"),
                         help="reference crop in voxels; use the pretraining crop size (default: %(default)s)")
     parser.add_argument("--roi", type=int, nargs=3, default=[32, 32, 32], metavar=("X", "Y", "Z"),
                         help="sliding window in voxels; use the pretraining crop size (default: %(default)s)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: %(default)s)")
+    parser.add_argument("--sw-batch", type=int, default=SW_BATCH, help="windows per forward pass (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the CPUs this process may use; "
+                        "on a machine shared with other jobs 1 is often faster)")
     return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    given = {"spacing_mm": args.spacing, "ct_clip_hu": args.ct_window, "percentiles": args.percentiles, "margin_mm": args.margin}
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in given.items() if value is not None}
 
 
 def main_infer(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mass-core infer``; returns the exit status (1 on bad input, with a one-line message)."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or available_cpus()
+    torch.set_num_threads(threads)
     try:
+        records = load_incontext_checkpoint(args.checkpoint).standardization
+        resolved = resolve_standardization(records, args.modality, _overrides(args), f"checkpoint {args.checkpoint}")
+        print(f"standardization: {resolved.describe()}", file=sys.stderr)
+        print(f"torch CPU threads: {threads}", file=sys.stderr)
         window = FewshotParams(crop=tuple(args.crop), roi=tuple(args.roi), overlap=args.overlap, threshold=args.threshold,
-                               device=args.device)
-        params = InferParams(modality=args.modality, standardize=StandardizeParams(spacing_mm=tuple(args.spacing)), window=window)
+                               sw_batch=args.sw_batch, device=args.device)
+        params = InferParams(modality=resolved.modality, standardize=resolved.params, window=window)
         run_inference(args.checkpoint, [tuple(r) for r in args.reference], args.images, args.out_dir, params, args.labels)
     except (CaseError, ValueError, FileNotFoundError) as error:
         print(f"mass-core infer: error: {error}", file=sys.stderr)

@@ -6,6 +6,9 @@ are ``(X, Y, Z)`` in RAS on the standardized grid, tensors add ``(B, C)``.
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -14,7 +17,28 @@ from monai.inferers import sliding_window_inference
 
 from mass_core.arrays import crop_padded
 
-__all__ = ["centred_box", "check_window", "extract_crop", "resolve_device", "sliding_window_logits"]
+__all__ = ["available_cpus", "centred_box", "check_window", "extract_crop", "resolve_device", "sliding_window_logits"]
+
+# cgroup v2 CPU quota ("max 100000" or "200000 100000"): what a container or a
+# Slurm job may use, which neither os.cpu_count() nor the affinity mask shows.
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota where one is set.
+
+    PyTorch's default thread count ignores a CPU quota (a container's
+    ``--cpus``, a cgroup-limited job): it starts as many threads as the machine
+    has cores, and they wait on each other at every operation.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the affinity mask is all there is
+    return cpus
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,7 +115,8 @@ def sliding_window_logits(
     """
     # A copy: volumes are often read-only memory maps.
     x = torch.from_numpy(np.array(volume, dtype=np.float32))[None, None]
-    with torch.no_grad():
+    # inference_mode rather than no_grad: no autograd bookkeeping at all (version counters, views).
+    with torch.inference_mode():
         logits = sliding_window_inference(x, tuple(roi_size), sw_batch_size, predictor, overlap=overlap, mode="gaussian",
                                           cval=float(x.min()), sw_device=device, device=torch.device("cpu"))
     return logits[0].float()

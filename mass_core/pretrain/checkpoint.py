@@ -60,6 +60,10 @@ class TrainingState:
         metrics: the ``metrics.csv`` rows logged up to ``step``.
         validation: the ``validation.csv`` rows (held-out checks) up to ``step``.
         task: the task's own resumable state (:meth:`~mass_core.pretrain.task.PretextTask.state_dict`).
+        standardization: how the training cases were standardized, one record
+            ``{"modality", "params", "cases"}`` per distinct setting
+            (:func:`~mass_core.trained_standardization.training_standardization`);
+            empty in checkpoints written before it was recorded. ``mass-core infer`` reads it.
     """
 
     method: str
@@ -74,6 +78,7 @@ class TrainingState:
     metrics: list[dict[str, float]]
     validation: list[dict[str, float]] = field(default_factory=list)
     task: dict[str, Any] = field(default_factory=dict)
+    standardization: list[dict[str, Any]] = field(default_factory=list)
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from mass_core.pretrain.mim_hier import MimHierConfig, MimHierTask
 from mass_core.pretrain.task import PretextTask
 from mass_core.pretrain.trainer import ENCODER_FILE, TrainConfig, TrainResult, train
 from mass_core.proposals.store import LABELS_FILE
+from mass_core.trained_standardization import training_standardization
 
 __all__ = ["PRETEXT_TASKS", "SCRATCH", "PretextMethod", "check_method_names", "finetune_rows", "init_scratch", "load_method_modules", "register",
            "run_pretraining", "training_cases"]
@@ -273,4 +274,4 @@ def run_pretraining(
     # The checkpoints carry task.method; evaluation and resume find the run by the registry's name.
     if task.method != method:
         raise ValueError(f"the task built for {method!r} writes checkpoints as {task.method!r}; the names must agree")
-    return train(task, train_config, out_dir)
+    return train(task, train_config, out_dir, training_standardization(_as_list(manifest_paths)))

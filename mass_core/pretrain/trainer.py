@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -228,6 +228,7 @@ class _Parts:
     ema: torch.optim.swa_utils.AveragedModel | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    standardization: list[dict[str, Any]]
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -249,6 +250,7 @@ class _Parts:
             metrics=metrics,
             validation=validation,
             task=task.state_dict(),
+            standardization=self.standardization,
         )
 
     def restore(self, path: Path, task: PretextTask, config: TrainConfig) -> TrainingState:
@@ -302,7 +304,7 @@ class _Logs:
                 logger.close()
 
 
-def _build(task: PretextTask, config: TrainConfig, device: torch.device) -> _Parts:
+def _build(task: PretextTask, config: TrainConfig, device: torch.device, standardization: list[dict[str, Any]]) -> _Parts:
     # The same seed on every rank gives every replica the same initial weights.
     torch.manual_seed(config.seed)
     model = task.build_model().to(device)
@@ -310,7 +312,7 @@ def _build(task: PretextTask, config: TrainConfig, device: torch.device) -> _Par
         raise ValueError(f"task {task.method!r} builds a model without an 'encoder' attribute")
     optimizer, scheduler = task.configure_optimization(model, config)
     ema = None if config.ema_decay is None else build_ema(model, config.ema_decay)
-    return _Parts(model=model, ema=ema, optimizer=optimizer, scheduler=scheduler)
+    return _Parts(model=model, ema=ema, optimizer=optimizer, scheduler=scheduler, standardization=standardization)
 
 
 def _finish(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path, logs: _Logs) -> None:
@@ -320,13 +322,16 @@ def _finish(parts: _Parts, task: PretextTask, config: TrainConfig, out_dir: Path
     (out_dir / LATEST_FILE).unlink(missing_ok=True)
 
 
-def train(task: PretextTask, config: TrainConfig, out_dir: str | Path) -> TrainResult:
+def train(task: PretextTask, config: TrainConfig, out_dir: str | Path, standardization: Sequence[Mapping[str, Any]] = ()) -> TrainResult:
     """Train ``task`` into ``out_dir``, resuming from ``latest.pt`` when present.
 
     Args:
         task: the pretext task (model, samples, loss).
         config: optimisation and bookkeeping settings.
         out_dir: the run folder (created if needed).
+        standardization: how the training cases were standardized
+            (:func:`~mass_core.trained_standardization.training_standardization`),
+            written into every checkpoint for inference.
 
     Returns:
         :class:`TrainResult`; ``exit_code`` is 0 only when ``final.pt`` exists.
@@ -348,7 +353,7 @@ def train(task: PretextTask, config: TrainConfig, out_dir: str | Path) -> TrainR
         return TrainResult(finished=True, step=state.step, out_dir=out_dir)
     env = setup_distributed(config.device)
     try:
-        return _run(task, config, out_dir, env, started)
+        return _run(task, config, out_dir, env, started, [dict(r) for r in standardization])
     finally:
         teardown_distributed(env)
 
@@ -364,9 +369,10 @@ def rank_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
-def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, started: float) -> TrainResult:
+def _run(task: PretextTask, config: TrainConfig, out_dir: Path, env: DistEnv, started: float,
+         standardization: list[dict[str, Any]]) -> TrainResult:
     per_rank = rank_batch(config.batch_size, env.world_size)
-    parts = _build(task, config, env.device)
+    parts = _build(task, config, env.device, standardization)
     latest = out_dir / LATEST_FILE
     restored = parts.restore(latest, task, config) if latest.exists() else None
     start = restored.step if restored else 0

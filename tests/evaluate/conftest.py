@@ -81,10 +81,12 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "data", {"train": [0, 1, 2, 3], "val": [4, 5], "test": [6, 7]})
 
 
-def save_mass_checkpoint(path: Path, seed: int = 0, config: InContextConfig = TINY_INCONTEXT) -> Path:
-    """A randomly initialised tiny MASS training checkpoint (``final.pt`` format)."""
+def save_mass_checkpoint(path: Path, seed: int = 0, config: InContextConfig = TINY_INCONTEXT,
+                         standardization: list[dict] | None = None) -> Path:
+    """A randomly initialised tiny MASS training checkpoint (``final.pt`` format), with the given standardization records."""
     torch.manual_seed(seed)
     weights = InContextSegmenter(config).state_dict()
     save_checkpoint(path, TrainingState(method="mass", model_config=config.to_dict(), train_config={}, step=0,
-                                        model=weights, ema=weights, ema_updates=0, optimizer={}, scheduler={}, metrics=[]))
+                                        model=weights, ema=weights, ema_updates=0, optimizer={}, scheduler={}, metrics=[],
+                                        standardization=standardization or []))
     return path

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
-from mass_core.evaluate.fewshot import FewshotParams
+from mass_core.evaluate.fewshot import FewshotParams, class_probabilities, load_incontext_segmenter, reference_tokens
 from mass_core.datasets import CaseSource
 from mass_core.evaluate.infer import InferParams, label_map, main_infer, read_scan, segment_scan
 from mass_core.geometry import Grid
@@ -23,6 +25,9 @@ from .conftest import save_mass_checkpoint
 PHANTOM = PhantomParams(shape=(40, 40, 24), spacing_mm=(3.0, 3.0, 5.0), noise_hu=5.0)
 PARAMS = InferParams(standardize=StandardizeParams(spacing_mm=(4.0, 4.0, 4.0)),
                      window=FewshotParams(crop=(16, 16, 16), roi=(16, 16, 16), device="cpu"))
+# What a checkpoint trained on CT standardized at 6 mm records (lists: as read back from the file).
+TRAINED = StandardizeParams(spacing_mm=(6.0, 6.0, 6.0), ct_clip_hu=(-1000.0, 400.0))
+RECORDS = [{"modality": "CT", "params": json.loads(json.dumps(dataclasses.asdict(TRAINED))), "cases": 3}]
 
 
 def phantom_images(index: int) -> tuple[sitk.Image, sitk.Image]:
@@ -75,7 +80,7 @@ def write(image: sitk.Image, path: Path) -> str:
 def test_cli_segments_in_context_with_a_multilabel_reference(tmp_path):
     ref_image, ref_label = phantom_images(1)
     test_image, _ = phantom_images(2)
-    checkpoint = save_mass_checkpoint(tmp_path / "final.pt")
+    checkpoint = save_mass_checkpoint(tmp_path / "final.pt", standardization=RECORDS)
     args = [write(test_image, tmp_path / "scan.nrrd"), "--checkpoint", str(checkpoint), "--reference", write(ref_image, tmp_path / "ref.nii.gz"), write(ref_label, tmp_path / "ref_seg.nii.gz"),
             "--out-dir", str(tmp_path / "out"), "--spacing", "6", "6", "6", "--crop", "16", "16", "16", "--roi", "16", "16", "16",
             "--device", "cpu", "--labels", "1", "2", "6"]
@@ -88,7 +93,7 @@ def test_cli_segments_in_context_with_a_multilabel_reference(tmp_path):
 
 def test_cli_reports_bad_geometry(tmp_path, capsys):
     ref_image, ref_label = phantom_images(1)
-    checkpoint = str(save_mass_checkpoint(tmp_path / "final.pt"))
+    checkpoint = str(save_mass_checkpoint(tmp_path / "final.pt", standardization=RECORDS))
     scan = write(ref_image, tmp_path / "scan.nii.gz")
     common = ["--checkpoint", checkpoint, "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
 
@@ -147,3 +152,56 @@ def test_cli_names_a_missing_or_unfit_checkpoint_in_one_line(tmp_path, capsys):
         args = ["--checkpoint", str(checkpoint), "--out-dir", str(tmp_path / "out"), "--device", "cpu", "--reference", scan, mask, scan]
         assert main_infer(args) == 1
         assert capsys.readouterr().err.splitlines() == [f"mass-core infer: error: {message}"]
+
+
+def _infer(tmp_path: Path, checkpoint: Path, out: str, *options: str) -> sitk.Image:
+    ref_image, ref_label = phantom_images(1)
+    test_image, _ = phantom_images(2)
+    args = [write(test_image, tmp_path / "scan.nii.gz"), "--checkpoint", str(checkpoint),
+            "--reference", write(ref_image, tmp_path / "ref.nii.gz"), write(ref_label, tmp_path / "ref_seg.nii.gz"),
+            "--out-dir", str(tmp_path / out), "--crop", "16", "16", "16", "--roi", "16", "16", "16", "--device", "cpu",
+            "--labels", "1", "6", "--threshold", "0.45", *options]
+    assert main_infer(args) == 0
+    output = sitk.ReadImage(str(tmp_path / out / "scan.nii.gz"))
+    for getter in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(output, getter)() == pytest.approx(getattr(test_image, getter)(), abs=1e-4)
+    return output
+
+
+def test_infer_without_spacing_standardizes_like_the_checkpoint_and_says_so(tmp_path, capsys):
+    recorded = save_mass_checkpoint(tmp_path / "recorded.pt", standardization=RECORDS)
+    old = save_mass_checkpoint(tmp_path / "old.pt")
+    from_checkpoint = _infer(tmp_path, recorded, "a")
+    log = capsys.readouterr().err
+    assert "spacing_mm 6 6 6 (checkpoint)" in log and "ct_clip_hu -1000 400 (checkpoint)" in log and "modality CT (checkpoint)" in log
+    # The same weights without a record, given the same settings by hand: the same segmentation, voxel for voxel.
+    by_hand = _infer(tmp_path, old, "b", "--spacing", "6", "6", "6", "--ct-window", "-1000", "400")
+    assert "spacing_mm 6 6 6 (command line)" in capsys.readouterr().err
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(from_checkpoint), sitk.GetArrayFromImage(by_hand))
+    assert np.count_nonzero(sitk.GetArrayFromImage(from_checkpoint)) > 0
+    # An option on the command line replaces the checkpoint's setting.
+    _infer(tmp_path, recorded, "c", "--spacing", "5", "5", "5")
+    assert "spacing_mm 5 5 5 (command line); ct_clip_hu -1000 400 (checkpoint)" in capsys.readouterr().err
+
+
+def test_infer_asks_for_the_spacing_of_a_checkpoint_without_a_record(tmp_path, capsys):
+    ref_image, ref_label = phantom_images(1)
+    scan, mask = write(ref_image, tmp_path / "scan.nii.gz"), write(ref_label, tmp_path / "seg.nii.gz")
+    old = save_mass_checkpoint(tmp_path / "final.pt")
+    assert main_infer(["--checkpoint", str(old), "--out-dir", str(tmp_path / "out"), "--reference", scan, mask, scan]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"mass-core infer: error: checkpoint {old} records no standardization") and "--spacing X Y Z" in line
+
+
+def test_batched_windows_predict_what_single_windows_do(tmp_path):
+    image, label = phantom_images(1)
+    case = standardize_images(image, label, "ref", "CT", PARAMS.standardize)
+    model = load_incontext_segmenter(save_mass_checkpoint(tmp_path / "final.pt"))
+    device = torch.device("cpu")
+    tokens = reference_tokens(model, {"ref": (case.image, case.label)}, {1: ["ref"], 6: ["ref"]}, (16, 16, 16), device)
+    single = class_probabilities(model, case.image, tokens, (16, 16, 16), 0.5, 1, device)
+    assert single.shape == (2, *case.image.shape) and 0 < single.std()
+    for sw_batch in (2, 5):
+        # Windows are independent (instance norm, per-window attention); batched convolutions
+        # take other kernels, so probabilities agree to float32 rounding, not bit for bit.
+        np.testing.assert_allclose(class_probabilities(model, case.image, tokens, (16, 16, 16), 0.5, sw_batch, device), single, atol=1e-5)

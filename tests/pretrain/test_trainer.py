@@ -10,6 +10,7 @@ import torch
 from mass_core.pretrain.curves import plot_training_curves, training_curves_figure
 from mass_core.pretrain.data import StepSampler
 from mass_core.pretrain.mass import MassTask
+from mass_core.pretrain.checkpoint import load_checkpoint
 from mass_core.pretrain.trainer import EXIT_RESUMABLE, TrainConfig, snapshot_path, train
 
 SHORT = TrainConfig(steps=6, batch_size=2, lr=5e-3, checkpoint_every=2, log_every=2)
@@ -186,3 +187,15 @@ def test_a_task_without_a_check_writes_no_validation_file(tmp_path, tiny_cases, 
     config = TrainConfig(steps=4, batch_size=2, checkpoint_every=2, log_every=2, validate_every=2)
     train(MassTask(tiny_cases, tiny_mass_config), config, tmp_path)
     assert not (tmp_path / "validation.csv").exists()
+
+
+def test_checkpoints_carry_the_standardization_they_were_trained_with(tmp_path, tiny_cases, tiny_mass_config):
+    records = [{"modality": "CT", "params": {"spacing_mm": [2.5, 2.5, 2.5], "ct_clip_hu": [-991.0, 500.0], "roi": "body"}, "cases": 3},
+               {"modality": "MR", "params": {"spacing_mm": [1.5, 1.5, 1.5], "percentiles": [1.0, 99.0]}, "cases": 1}]
+    config = TrainConfig(steps=4, batch_size=2, checkpoint_every=2, log_every=2, max_wall_seconds=0.001)
+    # Stops early (latest.pt), then resumes to final.pt: both files carry the records, read back equal.
+    assert train(MassTask(tiny_cases, tiny_mass_config), config, tmp_path, records).exit_code == EXIT_RESUMABLE
+    assert load_checkpoint(tmp_path / "latest.pt").standardization == records
+    config = TrainConfig(steps=4, batch_size=2, checkpoint_every=2, log_every=2)
+    assert train(MassTask(tiny_cases, tiny_mass_config), config, tmp_path, records).finished
+    assert load_checkpoint(tmp_path / "final.pt").standardization == records
