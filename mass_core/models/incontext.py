@@ -171,8 +171,22 @@ class _CrossAttention(nn.Module):
         self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        context = self.norm_context(context)
-        return x + self.attention(self.norm_x(x), context, context, need_weights=False)[0]
+        return x + _attend(self.attention, self.norm_x(x), self.norm_context(context))
+
+
+def _attend(attention: nn.MultiheadAttention, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """``attention(x, context, context)[0]`` for batch-first ``(N, L, C)`` and ``(N, M, C)``, written out.
+
+    One side is always a handful of tokens and heads are 4-16 channels wide:
+    there ``nn.MultiheadAttention`` spends most of its CPU time on (L, N, C)
+    transposes and a flash kernel tiled for long keys, while the scores
+    ``(N, heads, L, M)`` are small enough to form directly.
+    """
+    heads = attention.num_heads
+    q, k, v = (F.linear(t, w, b).unflatten(-1, (heads, -1)).transpose(1, 2)
+               for t, w, b in zip((x, context, context), attention.in_proj_weight.chunk(3), attention.in_proj_bias.chunk(3)))
+    weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
+    return attention.out_proj(torch.matmul(weights, v).transpose(1, 2).flatten(2))
 
 
 class _FeedForward(nn.Module):
@@ -281,8 +295,8 @@ class _MaskDecoder(nn.Module):
         h = decoded[self.stages[0]].repeat_interleave(k, dim=0)
         for i, stage in enumerate(self.stages):
             if i:
-                skip = decoded[stage].repeat_interleave(k, dim=0)
-                h = self.blocks[i - 1](torch.cat([self.up[i - 1](h), skip], dim=1))
+                # The skip features are the same for the K masks of an image: their share is computed once.
+                h = self.blocks[i - 1].forward_shared(self.up[i - 1](h), decoded[stage])
             h, refined = self.fusion[i](h, tokens[i].flatten(0, 1))
         pixels = self.pixel_norm(decoded[0])  # (B, C_0, X, Y, Z)
         weights = self.classifier(refined.mean(dim=1)).unflatten(0, (b, k))  # (B, K, C_0 + 1)
