@@ -162,7 +162,7 @@ def test_training_steps_reach_the_same_weights(plain):
     start = copy.deepcopy(fast_model.state_dict())
 
     def train(model):
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         for step in range(4):
             query, reference, masks, targets = _inputs(seed=step)
             loss = mass_loss(model(query, reference, masks), targets, torch.ones(2, 3, dtype=torch.bool)).total
@@ -174,8 +174,9 @@ def test_training_steps_reach_the_same_weights(plain):
 
     (fast_weights, fast_logits), (plain_weights, plain_logits) = train(fast_model), plain(train)(plain_model)
     moved = max(float((value - start[name]).abs().max()) for name, value in fast_weights.items())
-    assert moved > 1e-2, "the steps must move the weights well beyond the tolerance"
-    # Logits sum a few hundred weighted features: 4e-4 on values of order 10.
-    torch.testing.assert_close(fast_logits, plain_logits, atol=4e-4, rtol=1e-4)
+    assert moved > 0.05, "the steps must move the weights well beyond the tolerance"
+    # Logits of magnitude ~2 here; InstanceNorm of low-variance channels amplifies weight differences
+    # (~1e-6 after these steps) into them, which is why the learning rate is small.
+    torch.testing.assert_close(fast_logits, plain_logits, atol=1e-4, rtol=1e-4)
     for name, value in fast_weights.items():
         torch.testing.assert_close(value, plain_weights[name], atol=1e-4, rtol=1e-4, msg=name)
