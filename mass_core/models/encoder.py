@@ -236,8 +236,11 @@ class ResidualEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.check_input(x)
+        return self.from_stem(self.stem(x))
+
+    def from_stem(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """The features of :meth:`forward` from the stem convolution's output ``h`` ``(B, channels[0], X, Y, Z)``."""
         features = []
-        h = self.stem(x)
         for stage in self.stages:
             h = stage(h)
             features.append(h)

@@ -22,6 +22,7 @@ from mass_core.models import encoder as encoder_module
 from mass_core.models import incontext as incontext_module
 from mass_core.models.encoder import EncoderConfig, PreActResBlock, conv_channels_last
 from mass_core.models.incontext import InContextConfig, InContextSegmenter
+from mass_core.models.reconstruction import ReconstructionConfig, ReconstructionNet
 from mass_core.pretrain.losses import mass_loss
 
 CONFIG = InContextConfig(EncoderConfig(channels=(8, 16, 32)), token_scales=2, learned_tokens=2, heads=4, prototypes=True)
@@ -144,6 +145,36 @@ def test_logits_loss_and_gradients_match_the_plain_model(plain):
     torch.testing.assert_close(fast[0], plain_result[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast[1], plain_result[1], atol=1e-6, rtol=1e-6)
     _assert_grads_close(fast[2], plain_result[2])
+
+
+@pytest.mark.parametrize("in_channels", [1, 2])
+def test_mask_token_gradient_matches_the_plain_reconstruction(in_channels):
+    torch.manual_seed(in_channels)
+    model = ReconstructionNet(ReconstructionConfig(EncoderConfig(channels=(8, 16), in_channels=in_channels)))
+    with torch.no_grad():
+        model.mask_token.fill_(0.7)
+    g = torch.Generator().manual_seed(0)
+    image = torch.randn(2, in_channels, 32, 32, 32, generator=g)
+    mask = torch.rand(2, 1, 32, 32, 32, generator=g) > 0.3
+    target = torch.randn(2, in_channels, 32, 32, 32, generator=g)
+
+    def plain_forward() -> torch.Tensor:
+        hidden = mask.float()
+        visible = image * (1 - hidden) + model.mask_token * hidden
+        return model.decoder(model.head_norm(model.encoder(visible)[-1]))
+
+    results = []
+    for forward in (lambda: model(image, mask).reconstruction, plain_forward):
+        model.zero_grad()
+        output = forward()
+        ((output - target) ** 2).mean().backward()
+        results.append((output.detach(), [p.grad.clone() for p in model.parameters()]))
+    (fast, fast_grads), (plain, plain_grads) = results
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    _assert_grads_close(fast_grads, plain_grads)
+    token = [name for name, _ in model.named_parameters()].index("mask_token")
+    assert float(plain_grads[token].abs()) > 0
+    torch.testing.assert_close(fast_grads[token], plain_grads[token], atol=0, rtol=1e-4)
 
 
 @pytest.mark.slow
