@@ -22,16 +22,15 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
 from mass_core.config_section import from_section
 
-__all__ = ["EncoderConfig", "PreActResBlock", "ResidualEncoder", "conv_channels_last", "norm_act"]
+__all__ = ["EncoderConfig", "InstanceNorm", "PreActResBlock", "ResidualEncoder", "conv_channels_last", "instance_norm", "norm_act"]
 
 # nnU-Net's choices: InstanceNorm is per sample (so folding masks or views into
 # the batch never couples them) and LeakyReLU keeps small negative gradients.
-_NORM = ("instance", {"affine": True})
 _ACT = ("leakyrelu", {"negative_slope": 0.01})
 
 
@@ -70,9 +69,29 @@ class _ChannelsLast(torch.autograd.Function):
         return grad.contiguous()
 
 
+class InstanceNorm(nn.InstanceNorm3d):
+    """Affine ``nn.InstanceNorm3d`` (same parameters and state-dict keys), computed as a GroupNorm of one channel per group.
+
+    The statistics are the same; torch's CPU GroupNorm kernels run forward
+    plus backward about 2x faster than InstanceNorm's, which runs batch norm
+    over a reshaped batch.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return instance_norm(x, self.weight, self.bias, self.eps)
+
+
+def instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-sample, per-channel normalisation of ``x`` ``(B, C, ...)`` with affine ``weight`` and ``bias`` ``(C,)``."""
+    return F.group_norm(x, x.shape[1], weight, bias, eps)
+
+
 def norm_act(channels: int) -> nn.Sequential:
     """InstanceNorm + LeakyReLU over ``channels``: the pre-activation used throughout."""
-    return nn.Sequential(get_norm_layer(_NORM, spatial_dims=3, channels=channels), get_act_layer(_ACT))
+    return nn.Sequential(InstanceNorm(channels), get_act_layer(_ACT))
 
 
 @dataclass(frozen=True)
@@ -141,9 +160,9 @@ class PreActResBlock(nn.Module):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
-        self.norm1 = get_norm_layer(_NORM, spatial_dims=3, channels=in_channels)
+        self.norm1 = InstanceNorm(in_channels)
         self.conv1 = Convolution(3, in_channels, out_channels, strides=stride, kernel_size=3, conv_only=True)
-        self.norm2 = get_norm_layer(_NORM, spatial_dims=3, channels=out_channels)
+        self.norm2 = InstanceNorm(out_channels)
         self.conv2 = Convolution(3, out_channels, out_channels, kernel_size=3, conv_only=True)
         self.act = get_act_layer(_ACT)
         self.shortcut = (
@@ -185,7 +204,7 @@ class PreActResBlock(nn.Module):
         """``act(norm1(.))`` of ``x`` standing for ``norm1``'s channels ``first ..``."""
         norm = self.norm1
         channels = slice(first, first + x.shape[1])
-        return self.act(F.instance_norm(x, weight=norm.weight[channels], bias=norm.bias[channels], eps=norm.eps))
+        return self.act(instance_norm(x, norm.weight[channels], norm.bias[channels], norm.eps))
 
     def _second(self, h: torch.Tensor) -> torch.Tensor:
         return conv_channels_last(self.conv2, self.act(self.norm2(h)))
