@@ -6,7 +6,8 @@ CT-like phantom of the same size at 1.5 mm, and the phantom dataset's
 default case. Prints per volume: Mvoxel/s of the 3D Felzenszwalb merge per
 scale and of the whole case (all scales, body mask, filters, dedup, table),
 the same for scikit-image's per-slice felzenszwalb and the ratio, and the
-rate of random 128^3 crop reads (label maps; image + 13 masks present).
+rate of random 128^3 crop reads of the label maps (training tasks, which
+count and paint proposals from the runs: ``benchmarks/bench_loader.py``).
 With ``--quality N``, also the proposal recall of each generator on the
 first N default phantom cases (connected structures of 2 cm^3 or more).
 
@@ -43,7 +44,6 @@ from mass_core.proposals.store import ProposalSet, ProposalStore, ids_by_scale, 
 
 SHAPE = (160, 192, 192)
 CROP = 128
-N_MASKS = 13
 
 
 def _fit(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -137,34 +137,23 @@ def bench_volume(name: str, image: np.ndarray, spacing: tuple[float, float, floa
 
 
 def bench_reads(image: np.ndarray, proposals: ProposalSet, n_reads: int = 60) -> dict:
-    """Random crops from the store; the image is read through mmap as training does."""
+    """Random crops of the label maps from the store."""
     crop = tuple(min(CROP, n) for n in image.shape)
     rng = np.random.default_rng(0)
     starts = [tuple(int(rng.integers(0, n - c + 1)) for n, c in zip(image.shape, crop)) for _ in range(n_reads)]
     boxes = [tuple(slice(s, s + c) for s, c in zip(start, crop)) for start in starts]
     with tempfile.TemporaryDirectory() as tmp:
         write_store(Path(tmp) / "case", proposals)
-        np.save(Path(tmp) / "image.npy", image)
         size_mb = (Path(tmp) / "case" / "proposals.h5").stat().st_size / 1e6
         store = ProposalStore(Path(tmp) / "case")
-        mmap = np.load(Path(tmp) / "image.npy", mmap_mode="r")
         store.read_crop(boxes[0])
 
         def labels_only() -> None:
             for box in boxes:
                 store.read_crop(box)
 
-        present = []
-
-        def image_and_masks() -> None:
-            for box in boxes:
-                np.ascontiguousarray(mmap[box])
-                sample = store.masks_in_crop(box, min_voxels=1, max_masks=N_MASKS, rng=rng)
-                present.append(sample.ids.size)
-
         t_labels = best_time(labels_only, 2)
-        t_masks = best_time(image_and_masks, 2)
-        counts = [store.masks_in_crop(box).ids.size for box in boxes[:10]]
+        counts = [sum(int((c[1:] > 0).sum()) for c in store.crop_runs(box).counts()) for box in boxes[:10]]
         store.close()
     return {
         "store_mb": size_mb,
@@ -172,7 +161,6 @@ def bench_reads(image: np.ndarray, proposals: ProposalSet, n_reads: int = 60) ->
         "crop": list(crop),
         "proposals_present_per_crop": float(np.mean(counts)),
         "reads_per_s_label_maps": n_reads / t_labels,
-        "reads_per_s_image_and_13_masks": n_reads / t_masks,
     }
 
 
@@ -243,8 +231,8 @@ def main() -> None:
             f"{r['fh3d_mvox_s_per_case']:.2f} Mvox/s, {r['n_proposals']} proposals | skimage per slice "
             f"{r['skimage_mvox_s_per_scale']:.2f} Mvox/s per scale, ratio {r['ratio_fh3d_vs_skimage_per_scale']:.1f}x "
             f"(slicewise case {r['slicewise_case_s']:.1f} s) | reads {tuple(r['crop'])}: "
-            f"{r['reads_per_s_label_maps']:.0f}/s label maps, {r['reads_per_s_image_and_13_masks']:.0f}/s image + "
-            f"{N_MASKS} masks ({r['proposals_present_per_crop']:.0f} present), store {r['store_mb']:.1f} MB "
+            f"{r['reads_per_s_label_maps']:.0f}/s label maps ({r['proposals_present_per_crop']:.0f} proposals present), "
+            f"store {r['store_mb']:.1f} MB "
             f"(raw {r['raw_label_maps_mb']:.0f} MB)"
         )
     median = statistics.median(r["fh3d_mvox_s_per_scale_median"] for r in results)

@@ -37,6 +37,9 @@ def config_error(error: ValidationError) -> str:
         hint = f"did you mean {close[0]!r}? " if close else ""
         keys = f"key {unknown[0]!r}" if len(unknown) == 1 else f"keys {', '.join(repr(key) for key in unknown)}"
         return f"config error: unknown {keys} {f'in {where}' if where else 'at top level'} ({hint}allowed: {', '.join(allowed)})"
+    alternatives = [sub.get("required", []) for sub in error.schema.get("oneOf", [])] if error.validator == "oneOf" else []
+    if alternatives and all(len(keys) == 1 for keys in alternatives):
+        return f"config error: {where or 'top level'}: give exactly one of {' or '.join(repr(keys[0]) for keys in alternatives)}"
     return f"config error: {where or 'top level'}: {' '.join(error.message.split())}"
 
 

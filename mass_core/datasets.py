@@ -28,7 +28,7 @@ from typing import Any, Callable
 from mass_core.imageio import IMAGE_SUFFIXES, strip_image_suffix
 from mass_core.labels import IGNORE_LABEL
 
-__all__ = ["LAYOUTS", "CaseSource", "class_names", "list_cases"]
+__all__ = ["DATA_ROOT", "LAYOUTS", "CaseSource", "class_names", "list_cases", "with_data_root"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,25 @@ class CaseSource:
         modality: ``CT``, ``MR`` or ``PET``.
         ignore_label: the dataset's label value for unlabeled voxels (config
             ``ignore_label``), left out of training and scoring; ``None`` if it has none.
+
+    The fields below let a recipe (:mod:`mass_core.recipes`) describe a public
+    release as it lies on disk; :func:`mass_core.raw_case.read_case` applies them.
+
+    Args:
+        subject: the patient or subject the case belongs to; a subject's cases
+            (several studies, several modalities) always share a split.
+        frame: time frame of a 4D image and label (``None``: 3D files).
+        label_parts: ``(class id, file)`` pairs of binary masks merged into one
+            label map instead of ``label`` (one file per structure).
+        direction: direction cosines replacing both headers' before anything
+            else reads them (releases whose headers are wrong).
+        spacing: voxel spacing (X, Y, Z) in mm replacing both headers'.
+        label_values: ``(value in the file, class id)`` pairs renumbering the label.
+        label_on_other_grid: the label lies on another grid than the image (e.g.
+            the PET grid of a CT); it is resampled onto the image's, nearest neighbour.
+        crop_with: other image files co-registered with ``image`` (a subject's
+            other modalities) whose foreground joins the image's when the body
+            crop is found, so that the cases of one subject share one crop box.
     """
 
     case_id: str
@@ -49,10 +68,27 @@ class CaseSource:
     label: Path | None
     modality: str
     ignore_label: int | None = None
+    subject: str | None = None
+    frame: int | None = None
+    label_parts: tuple[tuple[int, Path], ...] = ()
+    direction: tuple[float, ...] | None = None
+    spacing: tuple[float, float, float] | None = None
+    label_values: tuple[tuple[int, int], ...] = ()
+    label_on_other_grid: bool = False
+    crop_with: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.ignore_label is not None and not 0 < self.ignore_label <= IGNORE_LABEL:
             raise ValueError(f"ignore_label must be a label value in 1..{IGNORE_LABEL} (0 is background), got {self.ignore_label}")
+        if self.label is not None and self.label_parts:
+            raise ValueError(f"case {self.case_id!r}: give a label file or label parts, not both")
+        if self.frame is not None and self.frame < 0:
+            raise ValueError(f"case {self.case_id!r}: frame must be >= 0, got {self.frame}")
+
+    @property
+    def labeled(self) -> bool:
+        """Whether the case has a ground-truth label (a file or per-structure parts)."""
+        return self.label is not None or bool(self.label_parts)
 
 
 def _is_image(path: Path) -> bool:
@@ -160,6 +196,17 @@ LAYOUTS: dict[str, Callable[[dict[str, Any]], list[CaseSource]]] = {
 }
 
 
+def _layout_cases(spec: dict[str, Any]) -> list[CaseSource]:
+    if spec.get("recipe"):
+        from mass_core.recipes import recipe_cases
+
+        return recipe_cases(spec)
+    layout = spec.get("layout")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown dataset layout {layout!r}; expected one of {sorted(LAYOUTS)}")
+    return LAYOUTS[layout](spec)
+
+
 # Case ids become path components, Snakemake wildcard values (where braces
 # are format fields), comma-separated `--target-jobs` specs of cluster jobs
 # and SLURM log names (where '%' starts a pattern). A whitelist of characters
@@ -191,23 +238,41 @@ def _check_case_ids(cases: list[CaseSource]) -> None:
     raise ValueError(f"{case.image}: case id {case.case_id!r} {problem}; {_CASE_ID_RULE}; rename the file{more}")
 
 
+DATA_ROOT = "{data_root}"
+
+
+def with_data_root(datasets: dict[str, dict[str, Any]], data_root: str) -> dict[str, dict[str, Any]]:
+    """The dataset entries with ``{data_root}`` in their ``root`` replaced by ``data_root``.
+
+    One variable then places every dataset of a config such as
+    ``config/paper.yaml`` (``--config data_root=/data`` or ``MASS_DATA_ROOT``).
+
+    Raises:
+        ValueError: a root uses ``{data_root}`` but it is not set.
+    """
+    unset = [name for name, spec in datasets.items() if DATA_ROOT in str(spec.get("root", ""))] if not data_root else []
+    if unset:
+        raise ValueError(f"datasets {', '.join(unset)} have roots under {DATA_ROOT}, which is not set: "
+                         "pass --config data_root=/path/to/datasets or set MASS_DATA_ROOT")
+    return {name: {**spec, "root": str(spec["root"]).replace(DATA_ROOT, data_root)} if "root" in spec else spec
+            for name, spec in datasets.items()}
+
+
 def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
     """List a dataset's cases, sorted by id.
 
     Args:
-        spec: one entry of the config's ``datasets`` mapping (``layout``,
-            ``root``, ``modality``, ``ignore_label`` and layout-specific keys).
+        spec: one entry of the config's ``datasets`` mapping (``layout`` or
+            ``recipe``, ``root``, ``modality``, ``ignore_label`` and
+            layout-specific keys).
 
     Raises:
         ValueError: unknown layout, bad ``ignore_label``, missing files, duplicate
             case ids, or a case id (file name) with characters unfit for output
             paths and wildcards.
     """
-    layout = spec.get("layout")
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown dataset layout {layout!r}; expected one of {sorted(LAYOUTS)}")
     ignore_label = spec.get("ignore_label")
-    cases = sorted((dataclasses.replace(case, ignore_label=ignore_label) for case in LAYOUTS[layout](spec)),
+    cases = sorted((dataclasses.replace(case, ignore_label=ignore_label) for case in _layout_cases(spec)),
                    key=lambda case: case.case_id)
     _check_case_ids(cases)
     ids = [case.case_id for case in cases]
@@ -231,6 +296,11 @@ def class_names(spec: dict[str, Any]) -> dict[int, str]:
         from mass_core.phantom import LABELS
 
         return {k: v for k, v in LABELS.items() if k != 0}
+    if spec.get("recipe"):
+        from mass_core.recipes import RECIPES
+
+        recipe = RECIPES.get(spec["recipe"])
+        return dict(recipe.classes) if recipe is not None else {}
     path = Path(spec["root"]) / "dataset.json"
     labels = _read_json(path).get("labels", {}) if path.is_file() else {}
     names: dict[int, str] = {}

@@ -8,11 +8,12 @@ which lists every case left out and why.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ import pandas as pd
 from mass_core.atomic import write_with
 from mass_core.config_section import from_section
 
-__all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_manifest"]
+__all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_case_tables", "read_manifest"]
 
 SPLITS = ("train", "val", "test")
 SKIPPED_COLUMNS = ["case_id", "stage", "reason"]
@@ -67,6 +68,28 @@ def read_case_table(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
+def read_case_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Case tables joined on ``case_id`` (a dataset's own table and a shipped split table).
+
+    Raises:
+        ValueError: two tables give one case different values of a column.
+    """
+    merged = pd.DataFrame({"case_id": pd.Series(dtype=str)})
+    for path in paths:
+        table = read_case_table(path)
+        shared = [column for column in table.columns if column != "case_id" and column in merged.columns]
+        merged = merged.merge(table, on="case_id", how="outer", suffixes=("", "_new"))
+        for column in shared:
+            old, new = merged[column], merged.pop(f"{column}_new")
+            clash = old.notna() & new.notna() & (old.astype(str) != new.astype(str))
+            if clash.any():
+                first = merged.index[clash][0]
+                raise ValueError(f"case {merged.at[first, 'case_id']!r}: {column} {old[first]!r} in an earlier table but "
+                                 f"{new[first]!r} in {path}")
+            merged[column] = old.where(old.notna(), new)
+    return merged
+
+
 def _class_label(path: str | os.PathLike, case_id: str, value: Any) -> int | None:
     """A case table's ``class_label`` as an int (``None`` where empty); anything but a whole number raises."""
     if pd.isna(value):
@@ -80,21 +103,42 @@ def _class_label(path: str | os.PathLike, case_id: str, value: Any) -> int | Non
     return int(number)
 
 
-def assign_splits(case_ids: Iterable[str], strata: dict[str, int], fixed: dict[str, str], params: SplitParams) -> dict[str, str]:
+def assign_splits(case_ids: Iterable[str], strata: dict[str, int], fixed: dict[str, str], params: SplitParams,
+                  subjects: Mapping[str, str] | None = None) -> dict[str, str]:
     """Assign each case to train, val or test.
 
     Cases in ``fixed`` keep their split. The others are shuffled with
     ``params.seed`` within each stratum (classification label, so that every
     split sees every class) and cut by the fractions, rounded per stratum.
 
+    Cases with a subject (several studies, frames or modalities of one
+    patient) are split by subject instead: all of a subject's cases share
+    the split of its fixed cases, or else the split drawn from a hash of the
+    seed and the subject id. The draw depends on nothing else, so every
+    dataset holding a subject (a CT and a PET dataset of the same studies)
+    puts it in the same split, whichever cases each could read; the
+    fractions then hold on average, not exactly, and strata do not apply.
+
     Args:
         case_ids: all usable case ids.
         strata: case id -> stratum (for example the class label); missing ids share one stratum.
         fixed: case id -> split given by the dataset.
+        subjects: case id -> subject; cases missing from it are split one by one.
     """
+    subjects = subjects or {}
+    case_ids = list(case_ids)
     rng = np.random.default_rng(params.seed)
     splits = {cid: fixed[cid] for cid in case_ids if cid in fixed}
-    free = sorted(cid for cid in case_ids if cid not in fixed)
+    subject_splits: dict[str, str] = {}
+    for cid in sorted(splits):
+        if cid in subjects:
+            subject_splits.setdefault(subjects[cid], splits[cid])
+    free = []
+    for cid in sorted(cid for cid in case_ids if cid not in fixed):
+        if cid in subjects:
+            splits[cid] = subject_splits.setdefault(subjects[cid], _subject_split(subjects[cid], params))
+        else:
+            free.append(cid)
     groups: dict[int, list[str]] = {}
     for cid in free:
         groups.setdefault(strata.get(cid, -1), []).append(cid)
@@ -107,29 +151,43 @@ def assign_splits(case_ids: Iterable[str], strata: dict[str, int], fixed: dict[s
     return splits
 
 
+def _subject_split(subject: str, params: SplitParams) -> str:
+    """The split of a subject: a uniform draw in [0, 1) from a hash of seed and id, cut by the fractions."""
+    # A hash rather than a permutation, so that the split does not depend on
+    # which other subjects a dataset holds.
+    digest = hashlib.sha256(f"{params.seed}:{subject}".encode()).digest()
+    draw = int.from_bytes(digest[:8], "big") / 2**64
+    if draw < params.test_fraction:
+        return "test"
+    return "val" if draw < params.test_fraction + params.val_fraction else "train"
+
+
 def build_manifest(
     meta_paths: Iterable[str | os.PathLike],
     manifest_path: str | os.PathLike,
     skipped_path: str | os.PathLike,
     params: SplitParams,
-    case_table: str | os.PathLike | None = None,
+    case_table: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
 ) -> pd.DataFrame:
     """Write ``manifest.parquet`` and ``skipped.csv`` from standardized cases.
 
     Args:
         meta_paths: each case's ``meta.json`` (its folder holds ``image.npy``).
-        case_table: optional CSV with ``class_label`` and/or ``split`` per case.
+        case_table: optional CSV (or several, joined by :func:`read_case_tables`)
+            with ``class_label`` and/or ``split`` per case.
 
     Returns:
         the manifest, one row per usable case, sorted by case id.
     """
     metas = [json.loads(Path(p).read_text(encoding="utf-8")) | {"_dir": str(Path(p).parent)} for p in meta_paths]
-    table = read_case_table(case_table) if case_table else pd.DataFrame(columns=["case_id"])
+    tables = [] if not case_table else [case_table] if isinstance(case_table, (str, os.PathLike)) else list(case_table)
+    table = read_case_tables(tables)
     class_labels = {str(k): int(v) for k, v in zip(table["case_id"], table.get("class_label", pd.Series(dtype=float))) if pd.notna(v)}
     fixed = {str(k): str(v) for k, v in zip(table["case_id"], table.get("split", pd.Series(dtype=object))) if pd.notna(v)}
     usable = sorted((m for m in metas if m["status"] == "ok"), key=lambda m: m["case_id"])
     skipped = [{"case_id": m["case_id"], "stage": m.get("stage", "standardize"), "reason": m["reason"]} for m in metas if m["status"] != "ok"]
-    splits = assign_splits([m["case_id"] for m in usable], class_labels, fixed, params)
+    subjects = {m["case_id"]: m["subject"] for m in usable if m.get("subject") is not None}
+    splits = assign_splits([m["case_id"] for m in usable], class_labels, fixed, params, subjects)
     manifest = pd.DataFrame([_row(m, splits[m["case_id"]], class_labels.get(m["case_id"], -1)) for m in usable])
     write_with(manifest_path, lambda tmp: manifest.to_parquet(tmp, index=False))
     skipped_frame = pd.DataFrame(sorted(skipped, key=lambda r: r["case_id"]), columns=SKIPPED_COLUMNS)

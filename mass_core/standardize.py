@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,8 +27,8 @@ from mass_core.config_section import from_section
 from mass_core.datasets import CaseSource
 from mass_core.errors import CaseError
 from mass_core.geometry import Grid, ras_grid_covering, resample_to_grid
-from mass_core.imageio import read_image
 from mass_core.labels import foreground_classes, ignored
+from mass_core.raw_case import read_case, read_crop_images
 from mass_core.validation import check_image, check_label, image_array
 
 __all__ = [
@@ -125,12 +125,17 @@ def dataset_settings(section: Mapping[str, Any], override: Mapping[str, Any]) ->
 
 
 def foreground_box(
-    array: np.ndarray, threshold: float, spacing_mm: tuple[float, float, float], margin_mm: float, case_id: str
+    array: np.ndarray, threshold: float, spacing_mm: tuple[float, float, float], margin_mm: float, case_id: str,
+    joined: np.ndarray | None = None,
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     """Half-open box ``((i0, i1), (j0, j1), (k0, k1))`` around the body plus a margin.
 
     The body is the largest connected component above ``threshold``, so that
     scanner-table fragments and noise specks in the air do not widen the box.
+
+    Args:
+        joined: foreground of other images on the same grid (a subject's other
+            modalities), added to ``array``'s before the largest component is taken.
 
     Raises:
         CaseError: no voxel lies above the threshold.
@@ -138,6 +143,8 @@ def foreground_box(
     mask = array > threshold
     if not mask.any():
         raise CaseError(case_id, f"no foreground: no voxel above the threshold {threshold:g}")
+    if joined is not None:
+        mask |= joined
     return _box(largest_component(mask), spacing_mm, (margin_mm,) * 3)
 
 
@@ -199,7 +206,8 @@ class StandardizedCase:
 
 
 def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str, modality: str,
-                       params: StandardizeParams, ignore_label: int | None = None) -> StandardizedCase:
+                       params: StandardizeParams, ignore_label: int | None = None,
+                       crop_with: Sequence[sitk.Image] = ()) -> StandardizedCase:
     """Validate and standardize an image (and its label) in memory.
 
     The file-based stage (:func:`standardize_case`) and inference on raw
@@ -209,6 +217,9 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
     Args:
         ignore_label: the dataset's value for unlabeled voxels, stored as
             :data:`~mass_core.labels.IGNORE_LABEL` and left out of ``label_classes``.
+        crop_with: images co-registered with ``image`` (of the same modality
+            class) whose foreground joins the image's in the body crop: cases
+            passing the same set of images get the same box.
 
     Raises:
         CaseError: the image or label fails validation (see :mod:`mass_core.validation`).
@@ -224,7 +235,7 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
         label.CopyInformation(image)
 
     grid = ras_grid_covering(image, params.spacing_mm)
-    resampled = image_array(resample_to_grid(image, grid, sitk.sitkLinear, sitk.sitkFloat32, _air_value(image, modality)))
+    resampled = _resampled_image(image, grid, modality)
     threshold = _foreground_threshold(resampled, modality, params)
     # Nearest neighbour keeps IGNORE_LABEL intact; the fill value 0 outside
     # the original field of view is background, as there is no body there.
@@ -235,7 +246,8 @@ def standardize_images(image: sitk.Image, label: sitk.Image | None, case_id: str
     if roi == "label_box":
         box = _box(labeled, params.spacing_mm, params.label_margin_mm)
     else:
-        box = foreground_box(resampled, threshold, params.spacing_mm, params.margin_mm, case_id)
+        box = foreground_box(resampled, threshold, params.spacing_mm, params.margin_mm, case_id,
+                             _joint_foreground(crop_with, grid, modality, params, case_id))
     crop = tuple(slice(lo, hi) for lo, hi in box)
     cropped = resampled[crop]
     body = cropped > threshold
@@ -284,19 +296,44 @@ def standardize_case(case: CaseSource, out_dir: str | os.PathLike, params: Stand
     with commit_folder(out_dir, CASE_MARKER, CASE_MEMBERS) as folder:
         if case.modality not in MODALITIES:
             raise CaseError(case.case_id, f"unknown modality {case.modality!r}; expected one of {MODALITIES}")
-        image = read_image(case.image, case.case_id)
-        label = read_image(case.label, case.case_id) if case.label is not None else None
-        result = standardize_images(image, label, case.case_id, case.modality, params, case.ignore_label)
+        image, label = read_case(case)
+        result = standardize_images(image, label, case.case_id, case.modality, params, case.ignore_label,
+                                    read_crop_images(case))
         write_npy(folder / "image.npy", result.image)
         if result.label is not None:
             write_npy(folder / "label.npy", result.label)
         meta = {**result.meta, "source": _source(case)}
+        if case.subject is not None:
+            meta["subject"] = case.subject
         write_json(folder / CASE_MARKER, meta)
     return meta
 
 
-def _source(case: CaseSource) -> dict[str, str | None]:
-    return {"image": str(case.image), "label": str(case.label) if case.label is not None else None}
+def _source(case: CaseSource) -> dict[str, Any]:
+    source: dict[str, Any] = {"image": str(case.image), "label": str(case.label) if case.label is not None else None}
+    if case.label_parts:
+        source["label_parts"] = {str(class_id): str(path) for class_id, path in case.label_parts}
+    if case.frame is not None:
+        source["frame"] = case.frame
+    if case.crop_with:
+        source["crop_with"] = [str(path) for path in case.crop_with]
+    return source
+
+
+def _resampled_image(image: sitk.Image, grid: Grid, modality: str) -> np.ndarray:
+    return image_array(resample_to_grid(image, grid, sitk.sitkLinear, sitk.sitkFloat32, _air_value(image, modality)))
+
+
+def _joint_foreground(images: Sequence[sitk.Image], grid: Grid, modality: str, params: StandardizeParams,
+                      case_id: str) -> np.ndarray | None:
+    """Union of the images' foregrounds on ``grid``, each above its own threshold; ``None`` without images."""
+    joined = None
+    for other in images:
+        check_image(other, case_id)
+        array = _resampled_image(other, grid, modality)
+        mask = array > _foreground_threshold(array, modality, params)
+        joined = mask if joined is None else joined | mask
+    return joined
 
 
 def _air_value(image: sitk.Image, modality: str) -> float:

@@ -17,12 +17,14 @@ DATASET = {"layout": "folder", "root": "data", "modality": "CT"}
 @pytest.mark.parametrize("config, message", [
     ({"datasets": {"ct": {**DATASET, "modalty": "MR"}}},
      "config error: unknown key 'modalty' in datasets.ct (did you mean 'modality'? allowed: class_table, ignore_label, images, labels, layout, "
-     "modality, phantom, root, standardize)"),
+     "modality, phantom, pretrain_weight, recipe, references, root, split_table, standardize)"),
     ({"datasets": {"ct": DATASET}, "splits": {"zz": 1, "yy": 2}},
      "config error: unknown keys 'yy', 'zz' in splits (allowed: seed, test_fraction, val_fraction)"),
     ({"datasets": {"ct": {"layout": "folder"}}}, "config error: datasets.ct: 'root' is a required property"),
     ({"datasets": {"ct": {**DATASET, "layout": "zip"}}},
      "config error: datasets.ct.layout: 'zip' is not one of ['folder', 'nnunet', 'msd', 'phantom']"),
+    ({"datasets": {"ct": {"root": "data"}}}, "config error: datasets.ct: give exactly one of 'layout' or 'recipe'"),
+    ({"datasets": {"ct": {**DATASET, "recipe": "kits"}}}, "config error: datasets.ct: give exactly one of 'layout' or 'recipe'"),
 ])
 def test_schema_violation_is_one_line_with_the_key_path(config, message):
     error = next(Draft202012Validator(SCHEMA).iter_errors(config))

@@ -39,6 +39,32 @@ def test_fixed_splits_are_kept():
     assert splits == {"a": "test", "b": "test", "c": "train", "d": "train"}
 
 
+def test_cases_of_a_subject_share_a_split_that_other_subjects_do_not_move():
+    # 400 subjects with 1-3 cases each (studies, frames or modalities of one patient).
+    subjects = {f"p{s:03d}_{k}": f"p{s:03d}" for s in range(400) for k in range(1 + s % 3)}
+    params = SplitParams(val_fraction=0.15, test_fraction=0.25, seed=3)
+    splits = assign_splits(list(subjects), {}, {}, params, subjects)
+    by_subject: dict[str, set[str]] = {}
+    for cid, subject in subjects.items():
+        by_subject.setdefault(subject, set()).add(splits[cid])
+    assert all(len(found) == 1 for found in by_subject.values())
+    shares = {name: sum(found == {name} for found in by_subject.values()) / 400 for name in ("train", "val", "test")}
+    assert abs(shares["test"] - 0.25) < 0.06 and abs(shares["val"] - 0.15) < 0.06
+    # Another dataset of the same subjects, lacking every third case: each remaining case keeps its split.
+    fewer = {cid: subject for i, (cid, subject) in enumerate(subjects.items()) if i % 3}
+    assert assign_splits(list(fewer), {}, {}, params, fewer) == {cid: splits[cid] for cid in fewer}
+    assert splits != assign_splits(list(subjects), {}, {}, SplitParams(val_fraction=0.15, test_fraction=0.25, seed=4), subjects)
+
+
+def test_a_subject_follows_its_fixed_case_and_cases_without_subject_split_as_before():
+    ids = [f"c{i:02d}" for i in range(24)]
+    params = SplitParams(val_fraction=0.15, test_fraction=0.25, seed=3)
+    subjects = {"s_0": "s", "s_1": "s", "s_2": "s"}
+    splits = assign_splits(ids + list(subjects), {}, {"s_1": "val"}, params, subjects)
+    assert [splits[cid] for cid in subjects] == ["val"] * 3
+    assert {cid: splits[cid] for cid in ids} == assign_splits(ids, {}, {}, params)
+
+
 @pytest.mark.parametrize("val, test", [(-0.1, 0.2), (0.5, 0.5)])
 def test_split_params_reject_bad_fractions(val, test):
     with pytest.raises(ValueError, match="val_fraction"):
@@ -83,3 +109,16 @@ def test_case_table_with_a_class_label_that_is_no_integer_names_file_case_and_va
 def test_case_table_class_labels_are_whole_numbers_or_missing(tmp_path):
     (tmp_path / "t.csv").write_text("case_id,class_label\na,1\nb,2.0\nc,\n")
     assert list(read_case_table(tmp_path / "t.csv")["class_label"].astype(object).fillna(-1)) == [1, 2, -1]
+
+
+def test_a_split_table_joins_the_class_table_and_clashes_are_named(tmp_path):
+    from mass_core.manifest import read_case_tables
+
+    (tmp_path / "classes.csv").write_text("case_id,class_label,split\na,1,\nb,0,test\nc,1,\n")
+    (tmp_path / "splits.csv").write_text("case_id,split\na,train\nb,test\nd,val\n")
+    table = read_case_tables([tmp_path / "classes.csv", tmp_path / "splits.csv"]).set_index("case_id")
+    assert table["split"].fillna("-").to_dict() == {"a": "train", "b": "test", "c": "-", "d": "val"}
+    assert table["class_label"].astype(object).fillna(-1).to_dict() == {"a": 1, "b": 0, "c": 1, "d": -1}
+    (tmp_path / "other.csv").write_text("case_id,split\nb,val\n")
+    with pytest.raises(ValueError, match=r"case 'b': split 'test' in an earlier table but 'val' in .*other.csv"):
+        read_case_tables([tmp_path / "classes.csv", tmp_path / "other.csv"])

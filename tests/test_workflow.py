@@ -257,7 +257,7 @@ def test_msd_entry_without_image_stops_the_dag_with_one_line(tmp_path, workdir):
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"pretrian": {"steps": 3}}, "config error: unknown key 'pretrian' at top level (did you mean 'pretrain'? allowed: cluster, "
+    ({"pretrian": {"steps": 3}}, "config error: unknown key 'pretrian' at top level (did you mean 'pretrain'? allowed: cluster, data_root, "
                                  "datasets, evaluation, pretrain, proposals, results, splits, standardize)"),
     ({"standardize": {"spacing": [1.0, "wide", 1.0]}}, "config error: standardize.spacing[1]: 'wide' is not of type 'number'"),
     ({"evaluation": {"datasets": ["phantm"]}},
@@ -293,3 +293,16 @@ def test_a_datasets_own_standardize_settings_are_checked_when_the_jobs_are_built
     result = snakemake("-n", "all", "--configfile", ".test/config.yaml", str(override), cwd=workdir, check=False)
     assert result.returncode != 0 and _own_lines(result) == [
         "config error: datasets.phantom.standardize: roi must be one of ('body', 'label_box'), got 'label_bx'"]
+
+
+def test_a_recipe_dataset_plans_a_standardize_job_per_case(tmp_path, workdir):
+    for case in ("case_00000", "case_00001"):
+        (tmp_path / "kits" / case).mkdir(parents=True)
+        sitk.WriteImage(make_image(_body(0)), str(tmp_path / "kits" / case / "imaging.nii.gz"))
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
+                                      "datasets": {"kits": {"recipe": "kits", "root": str(tmp_path / "kits")}}}))
+    out = snakemake("--dry-run", "all", "--configfile", str(config), cwd=workdir).stdout
+    rows = [line.split() for line in out.splitlines()]
+    jobs = {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
+    assert jobs["standardize"] == 2 and jobs["manifest"] == 1 and "generate_phantom" not in jobs

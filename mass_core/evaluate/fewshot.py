@@ -127,7 +127,8 @@ def load_incontext_segmenter(path: str | os.PathLike) -> InContextSegmenter:
     return model.eval()
 
 
-def select_references(cases: Mapping[str, Sequence[int]], classes: Sequence[int], k: int, seed: int) -> dict[int, list[str]]:
+def select_references(cases: Mapping[str, Sequence[int]], classes: Sequence[int], k: int, seed: int,
+                      fixed: Mapping[str, Sequence[str]] | None = None) -> dict[int, list[str]]:
     """The k reference cases of every class.
 
     Args:
@@ -135,15 +136,31 @@ def select_references(cases: Mapping[str, Sequence[int]], classes: Sequence[int]
         classes: classes to segment.
         k: references per class.
         seed: seed of the case order (:func:`~mass_core.evaluate.subsets.seeded_order`).
+        fixed: a dataset's fixed references (config ``datasets.<name>.references``):
+            class id (as text) or ``"all"`` -> case ids, which come first, in
+            their order, before the seeded order (the MASS paper's protocol fixes
+            one reference per class).
 
     Returns:
-        class id -> the first ``k`` cases of the seeded order that contain it
+        class id -> the first ``k`` cases of that order that contain it
         (fewer if fewer train cases contain the class; empty if none does).
+
+    Raises:
+        ValueError: a fixed reference is not a train case or lacks its class.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     order = seeded_order(cases, seed)
-    return {int(c): [cid for cid in order if c in set(cases[cid])][:k] for c in classes}
+    chosen = {}
+    for c in classes:
+        first = list((fixed or {}).get(str(int(c)), (fixed or {}).get("all", [])))
+        for cid in first:
+            if cid not in cases:
+                raise ValueError(f"fixed reference {cid!r} of class {c} is not a labeled train case")
+            if c not in set(cases[cid]):
+                raise ValueError(f"fixed reference {cid!r} does not contain class {c}")
+        chosen[int(c)] = [cid for cid in dict.fromkeys([*first, *order]) if c in set(cases[cid])][:k]
+    return chosen
 
 
 def reference_tokens(
@@ -246,6 +263,7 @@ def run_fewshot(
     seed: int,
     params: FewshotParams,
     threads: int | None = None,
+    fixed_references: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Segment every test case in context from k references per class; write :data:`FEWSHOT_FILES`.
 
@@ -258,6 +276,7 @@ def run_fewshot(
         seed: seed of the reference order.
         params: inference settings.
         threads: torch CPU threads; ``None`` leaves torch's default.
+        fixed_references: the dataset's fixed references (see :func:`select_references`).
 
     Returns:
         the summary written to ``summary.json``.
@@ -273,7 +292,7 @@ def run_fewshot(
     test = load_split(manifest_path, "test", require_labels=True)
     if not test:
         raise ValueError(f"{manifest_path}: the test split is empty; nothing to evaluate")
-    chosen = select_references({cid: c.label_classes for cid, c in train.items()}, classes, k, seed)
+    chosen = select_references({cid: c.label_classes for cid, c in train.items()}, classes, k, seed, fixed_references)
     missing = [c for c, refs in chosen.items() if not refs]
     if missing:
         print(f"classes {missing} occur in no train case; they are not scored", file=sys.stderr)

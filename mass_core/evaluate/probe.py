@@ -34,6 +34,7 @@ from torch import nn
 from mass_core.config_section import from_section
 from mass_core.evaluate.cases import EvalCase, load_split
 from mass_core.evaluate.job import start_job
+from mass_core.evaluate.subsets import fraction_count, seeded_order
 from mass_core.models.encoder import EncoderConfig, ResidualEncoder
 from mass_core.pretrain.checkpoint import load_encoder
 
@@ -63,12 +64,18 @@ class ProbeParams:
         pooling: ``"avg"`` (mean of the deepest features, logistic regression)
             or ``"attention"`` (gated attention learned with the linear head).
         device: ``auto`` (CUDA when available), ``cuda`` or ``cpu``.
+        train_fraction: share of the labeled train cases the probe learns from,
+            per class (at least one each), drawn in the run seed's order (the
+            MASS paper's RSNA-ICH result uses 5 %).
     """
 
     pooling: str = "avg"
     device: str = "auto"
+    train_fraction: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.device not in DEVICES:
@@ -78,6 +85,18 @@ class ProbeParams:
     def from_config(cls, section: Mapping[str, Any]) -> ProbeParams:
         """Build from the config's ``evaluation.probe`` section (unknown keys are an error)."""
         return from_section(cls, section, "evaluation.probe")
+def train_subset(cases: Sequence[EvalCase], fraction: float, seed: int) -> list[EvalCase]:
+    """``fraction`` of the cases of every class (at least one), the first of the seeded order; all when 1."""
+    if fraction >= 1:
+        return list(cases)
+    by_id = {c.case_id: c for c in cases}
+    chosen: set[str] = set()
+    for label in sorted({c.class_label for c in cases}):
+        members = [cid for cid in seeded_order([c.case_id for c in cases], seed) if by_id[cid].class_label == label]
+        chosen.update(members[: fraction_count(len(members), fraction)])
+    return [c for c in cases if c.case_id in chosen]
+
+
 PROBE_FILES = {"metrics": "metrics.parquet", "predictions": "predictions.parquet"}
 # Inverse regularisation strengths tried on val (scikit-learn's C).
 REGULARIZATION_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
@@ -287,6 +306,7 @@ def run_probe(
     job = start_job(out_dir, PROBE_FILES, "metrics", threads, params.device)
     torch_device = job.device
     splits = {s: [c for c in load_split(manifest_path, s, require_labels=False) if c.class_label >= 0] for s in ("train", "val", "test")}
+    splits["train"] = train_subset(splits["train"], params.train_fraction, seed)
     labels = {s: np.asarray([c.class_label for c in cases], dtype=np.int64) for s, cases in splits.items()}
     row = {"dataset": dataset, "method": method, "seed": int(seed), "pooling": params.pooling,
            "auroc": math.nan, "accuracy": math.nan, "balanced_accuracy": math.nan, "regularization": math.nan,

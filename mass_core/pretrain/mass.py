@@ -57,19 +57,6 @@ class MassConfig:
         return from_section(cls, mass, "pretrain.mass", {"model": InContextConfig.from_config(encoder, mass.get("model", {}))})
 
 
-class _StoreLabels:
-    """A :class:`ProposalStore` seen as a ``(S, X, Y, Z)`` array that supports ``[:, a:b, c:d, e:f]``."""
-
-    def __init__(self, store: ProposalStore) -> None:
-        self.store = store
-        self.shape = (store.n_scales, *store.shape)
-
-    def __getitem__(self, index: tuple[slice, ...]) -> Any:
-        if len(index) != 4 or index[0] != slice(None):
-            raise ValueError(f"index must be (:, x-slice, y-slice, z-slice), got {index!r}")
-        return self.store.read_crop(index[1:])
-
-
 class StoreCase:
     """A standardized case (``image.npy``, mmap'd) with its proposal store directory.
 
@@ -94,7 +81,7 @@ class StoreCase:
         image = np.load(self.image, mmap_mode="r")
         if tuple(image.shape) != self._store.shape:
             raise ValueError(f"case {self.case_id!r}: image {self.image} has shape {image.shape}, proposals {self._store.shape}")
-        return CaseArrays(image=image, proposals=_StoreLabels(self._store), case_id=self.case_id)
+        return CaseArrays(image=image, proposals=self._store, case_id=self.case_id)
 
 
 @dataclass
@@ -123,13 +110,15 @@ class MassTask(PretextTask):
         cases: training cases (any :class:`~mass_core.pretrain.sampler.CaseSource`).
         config: model, sampler and loss settings.
         checks: held-out checks (one per dataset with val cases); their scores are averaged.
+        weights: per-case draw weights (the datasets' ``pretrain_weight``); ``None`` draws uniformly.
     """
 
     method: ClassVar[str] = "mass"
 
-    def __init__(self, cases: Sequence[CaseSource], config: MassConfig, checks: Sequence[HeldOutCheck] = ()) -> None:
+    def __init__(self, cases: Sequence[CaseSource], config: MassConfig, checks: Sequence[HeldOutCheck] = (),
+                 weights: Sequence[float] | None = None) -> None:
         self.config = config
-        self.sampler = TaskSampler(cases, config.sampler)
+        self.sampler = TaskSampler(cases, config.sampler, weights)
         self.checks = list(checks)
 
     def model_config(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch
 from mass_core.config_section import from_section
 from mass_core.models.encoder import EncoderConfig
 from mass_core.models.reconstruction import ReconstructionConfig, ReconstructionNet
+from mass_core.pretrain.case_draw import CaseDraw
 from mass_core.pretrain.masking import patch_mask
 from mass_core.pretrain.sampler import read_crop, task_rng
 from mass_core.pretrain.task import PretextTask
@@ -119,14 +120,16 @@ class MimTask(PretextTask):
     Args:
         cases: training images.
         config: model, masking and loss settings.
+        weights: per-case draw weights (the datasets' ``pretrain_weight``); ``None`` draws uniformly.
     """
 
     method: ClassVar[str] = "mim"
 
-    def __init__(self, cases: Sequence[ImageCase], config: MimConfig) -> None:
+    def __init__(self, cases: Sequence[ImageCase], config: MimConfig, weights: Sequence[float] | None = None) -> None:
         if not cases:
             raise ValueError("cases must not be empty")
         self.cases = list(cases)
+        self.draw_case = CaseDraw(len(self.cases), weights)
         self.config = config
 
     def model_config(self) -> dict[str, Any]:
@@ -137,7 +140,7 @@ class MimTask(PretextTask):
 
     def sample(self, seed: int, step: int, index: int) -> dict[str, Any]:
         rng = task_rng(seed, step, index)
-        image = self.cases[int(rng.integers(len(self.cases)))].open()
+        image = self.cases[self.draw_case(rng)].open()
         size = self.config.crop_size
         crop = read_crop(image, random_start(rng, image.shape, size), size).astype(np.float32)
         crop = random_flip(rng, crop, self.config.flip)

@@ -33,6 +33,7 @@ from torch import nn
 from mass_core.config_section import from_section
 from mass_core.models.encoder import EncoderConfig
 from mass_core.models.reconstruction import ReconstructionConfig, ReconstructionNet
+from mass_core.pretrain.case_draw import CaseDraw
 from mass_core.pretrain.masking import patch_mask
 from mass_core.pretrain.mim import ImageCase, MimConfig, masked_error, random_flip, random_start
 from mass_core.pretrain.sampler import read_crop, task_rng
@@ -155,14 +156,16 @@ class MimHierTask(PretextTask):
     Args:
         cases: training images.
         config: levels, masking, loss and alignment settings.
+        weights: per-case draw weights (the datasets' ``pretrain_weight``); ``None`` draws uniformly.
     """
 
     method: ClassVar[str] = "mim_hier"
 
-    def __init__(self, cases: Sequence[ImageCase], config: MimHierConfig) -> None:
+    def __init__(self, cases: Sequence[ImageCase], config: MimHierConfig, weights: Sequence[float] | None = None) -> None:
         if not cases:
             raise ValueError("cases must not be empty")
         self.cases = list(cases)
+        self.draw_case = CaseDraw(len(self.cases), weights)
         self.config = config
 
     def model_config(self) -> dict[str, Any]:
@@ -175,7 +178,7 @@ class MimHierTask(PretextTask):
         mim, levels = self.config.mim, self.config.levels
         factor = mim.model.encoder.downsampling_factor
         rng = task_rng(seed, step, index)
-        image = self.cases[int(rng.integers(len(self.cases)))].open()
+        image = self.cases[self.draw_case(rng)].open()
         size = np.array(mim.crop_size)
         native = size * 2 ** (levels - 1)
         region = read_crop(image, random_start(rng, image.shape, native), native).astype(np.float32)

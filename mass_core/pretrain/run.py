@@ -67,7 +67,7 @@ def _mass_task(cases: pd.DataFrame, cfg: Mapping[str, Any], sources: Sequence[tu
     stores = [StoreCase(row.case_id, row.image, row.proposals) for row in cases[usable].itertuples()]
     config = MassConfig.from_config(cfg.get("encoder", {}), cfg.get("mass", {}))
     validate = TrainConfig.from_dict(cfg.get("train", {})).validate_every > 0
-    return MassTask(stores, config, _heldout_checks(config, sources) if validate else [])
+    return MassTask(stores, config, _heldout_checks(config, sources) if validate else [], weights=cases.loc[usable, "weight"].tolist())
 
 
 def _images(cases: pd.DataFrame) -> list[ImageCase]:
@@ -75,11 +75,12 @@ def _images(cases: pd.DataFrame) -> list[ImageCase]:
 
 
 def _mim_task(cases: pd.DataFrame, cfg: Mapping[str, Any], sources: Sequence[tuple[Path, Path]]) -> PretextTask:
-    return MimTask(_images(cases), MimConfig.from_config(cfg.get("encoder", {}), cfg.get("mim", {})))
+    return MimTask(_images(cases), MimConfig.from_config(cfg.get("encoder", {}), cfg.get("mim", {})), cases["weight"].tolist())
 
 
 def _mim_hier_task(cases: pd.DataFrame, cfg: Mapping[str, Any], sources: Sequence[tuple[Path, Path]]) -> PretextTask:
-    return MimHierTask(_images(cases), MimHierConfig.from_config(cfg.get("encoder", {}), cfg.get("mim_hier", {})))
+    return MimHierTask(_images(cases), MimHierConfig.from_config(cfg.get("encoder", {}), cfg.get("mim_hier", {})),
+                       cases["weight"].tolist())
 
 
 TaskFactory = Callable[[pd.DataFrame, Mapping[str, Any], Sequence[tuple[Path, Path]]], PretextTask]
@@ -207,8 +208,9 @@ def _as_list(value: PathLike | Sequence[PathLike]) -> list[Path]:
     return [Path(value)] if isinstance(value, (str, os.PathLike)) else [Path(v) for v in value]
 
 
-def training_cases(manifest_paths: PathLike | Sequence[PathLike], proposals_roots: PathLike | Sequence[PathLike]) -> pd.DataFrame:
-    """The ``train`` split of one or more datasets: columns ``case_id``, ``image``, ``proposals``.
+def training_cases(manifest_paths: PathLike | Sequence[PathLike], proposals_roots: PathLike | Sequence[PathLike],
+                   dataset_weights: Sequence[float] | None = None) -> pd.DataFrame:
+    """The ``train`` split of one or more datasets: columns ``case_id``, ``image``, ``proposals``, ``weight``.
 
     Only the training split is read, so that validation and test cases never
     influence pretraining. ``proposals`` is ``<proposals_root>/<case_id>``.
@@ -216,14 +218,19 @@ def training_cases(manifest_paths: PathLike | Sequence[PathLike], proposals_root
     Args:
         manifest_paths: one ``manifest.parquet`` per dataset.
         proposals_roots: the matching proposal folders, in the same order.
+        dataset_weights: one draw weight per dataset, given to each of its
+            cases (a scan's weight is its dataset's, as in the MASS paper); all 1 if ``None``.
     """
     manifests, roots = _as_list(manifest_paths), _as_list(proposals_roots)
-    if len(manifests) != len(roots):
-        raise ValueError(f"proposals_roots must have one entry per manifest ({len(manifests)}), got {len(roots)}")
+    weights = [1.0] * len(manifests) if dataset_weights is None else [float(w) for w in dataset_weights]
+    if not len(manifests) == len(roots) == len(weights):
+        raise ValueError(f"proposals_roots and dataset_weights must have one entry per manifest ({len(manifests)}), "
+                         f"got {len(roots)} and {len(weights)}")
     frames = []
-    for manifest, root in zip(manifests, roots):
+    for manifest, root, weight in zip(manifests, roots, weights):
         cases = read_manifest(manifest, split="train")[["case_id", "image"]].copy()
         cases["proposals"] = [str(root / case_id) for case_id in cases["case_id"]]
+        cases["weight"] = weight
         frames.append(cases)
     cases = pd.concat(frames, ignore_index=True)
     if cases.empty:
@@ -248,7 +255,9 @@ def run_pretraining(
         cfg: the config's ``pretrain`` section: ``train`` (see
             :class:`~mass_core.pretrain.trainer.TrainConfig`), ``encoder``
             (shared by all methods), one section per method, and
-            ``method_modules`` when ``method`` is defined outside the package.
+            ``method_modules`` when ``method`` is defined outside the package,
+            and ``dataset_weights`` (one per manifest) when the datasets are
+            drawn with weights.
 
     Returns:
         :class:`~mass_core.pretrain.trainer.TrainResult`; call sites exit with
@@ -259,7 +268,8 @@ def run_pretraining(
         raise ValueError(f"method must be one of {sorted(PRETEXT_TASKS)}, got {method!r}")
     train_config = TrainConfig.from_dict(cfg.get("train", {}))
     sources = list(zip(_as_list(manifest_paths), _as_list(proposals_roots)))
-    task = PRETEXT_TASKS[method].build(training_cases(manifest_paths, proposals_roots), cfg, sources)
+    cases = training_cases(manifest_paths, proposals_roots, cfg.get("dataset_weights"))
+    task = PRETEXT_TASKS[method].build(cases, cfg, sources)
     # The checkpoints carry task.method; evaluation and resume find the run by the registry's name.
     if task.method != method:
         raise ValueError(f"the task built for {method!r} writes checkpoints as {task.method!r}; the names must agree")

@@ -50,6 +50,8 @@ from mass_core.pretrain.augment import (
     augment_intensity,
     random_affine,
 )
+from mass_core.pretrain.case_draw import CaseDraw
+from mass_core.proposals.store import CropRuns, ProposalStore
 
 __all__ = ["CaseArrays", "CaseSource", "NpyCase", "SamplerConfig", "TaskSample", "TaskSampler", "read_crop", "task_rng"]
 
@@ -62,9 +64,11 @@ class CaseArrays:
         image: float32 ``(X, Y, Z)`` z-scored image; anything with ``shape`` that
             supports ``[a:b, c:d, e:f]`` slicing (``np.ndarray``, ``np.memmap``,
             ``h5py.Dataset``).
-        proposals: integer label maps ``(S, X, Y, Z)``, one per proposal scale,
-            with ``shape`` and ``[:, a:b, c:d, e:f]`` slicing; label 0 is
-            background, every positive label a proposal.
+        proposals: a :class:`~mass_core.proposals.store.ProposalStore` (read
+            by runs: its crops are never decoded to label maps), or integer
+            label maps ``(S, X, Y, Z)``, one per proposal scale, with ``shape``
+            and ``[:, a:b, c:d, e:f]`` slicing; label 0 is background, every
+            positive label a proposal.
         case_id: name, for messages.
     """
 
@@ -228,6 +232,38 @@ def read_crop(array: Any, start: Sequence[int], size: Sequence[int]) -> np.ndarr
     return crop
 
 
+class _LabelCrop:
+    """A crop of dense label maps ``(S, cx, cy, cz)``, zero-padded: the proposal reader of arrays."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+
+    def counts(self) -> list[np.ndarray]:
+        # bincount is O(voxels), unlike np.unique's sort (10x slower on a 96^3 crop).
+        return [np.bincount(labels.ravel()) for labels in self.labels]
+
+    def paint(self, masks: Sequence[tuple[int, int]], out: np.ndarray) -> np.ndarray:
+        for i, (scale, label) in enumerate(masks):
+            out[i] = self.labels[scale] == label
+        return out
+
+
+def _proposal_crop(proposals: Any, start: np.ndarray, size: tuple[int, int, int]) -> CropRuns | _LabelCrop:
+    """The proposals of the crop at ``start`` (may leave the volume: zero padding), to count and paint from."""
+    if not isinstance(proposals, ProposalStore):
+        return _LabelCrop(read_crop(proposals, start, size))
+    # Only the part inside the volume is read; masks are painted at their place in the padded crop.
+    lo = np.clip(start, 0, proposals.shape)
+    hi = np.clip(start + np.asarray(size), 0, proposals.shape)
+    if np.any(hi <= lo):
+        raise ValueError(f"crop at {tuple(start)} of size {size} lies outside case {proposals.case_id!r} of shape {proposals.shape}")
+    return proposals.crop_runs([slice(int(a), int(b)) for a, b in zip(lo, hi)], origin=start)
+
+
+def _spatial_shape(proposals: Any) -> tuple[int, ...]:
+    return tuple(proposals.shape) if isinstance(proposals, ProposalStore) else tuple(proposals.shape[1:])
+
+
 class TaskSampler:
     """Draws MASS tasks keyed by ``(seed, step, index)``.
 
@@ -235,40 +271,43 @@ class TaskSampler:
         cases: sources of the training cases (:class:`CaseArrays`, :class:`NpyCase`
             or any :class:`CaseSource`, e.g. a proposal store).
         config: crop, mask and augmentation settings.
+        weights: per-case draw weights (the datasets' ``pretrain_weight``); ``None`` draws uniformly.
 
     Example:
         >>> sampler = TaskSampler([case], SamplerConfig(crop_size=32, num_masks=4))
         >>> task = sampler.sample(seed=0, step=10, index=1)  # same arrays every time
     """
 
-    def __init__(self, cases: Sequence[CaseSource], config: SamplerConfig) -> None:
+    def __init__(self, cases: Sequence[CaseSource], config: SamplerConfig, weights: Sequence[float] | None = None) -> None:
         if not cases:
             raise ValueError("cases must hold at least one case")
         self.cases = list(cases)
+        self.draw_case = CaseDraw(len(self.cases), weights)
         self.config = config
 
     def sample(self, seed: int, step: int, index: int) -> TaskSample:
         """Task ``index`` of global step ``step`` of the run seeded ``seed``."""
         cfg = self.config
         rng = task_rng(seed, step, index)
-        case_index = int(rng.integers(len(self.cases)))
+        case_index = self.draw_case(rng)
         case = self.cases[case_index].open()
         shape = tuple(case.image.shape)
         if len(shape) != 3:
             raise ValueError(f"case {case.case_id!r}: image must be (X, Y, Z), got shape {shape}")
-        if tuple(case.proposals.shape[1:]) != shape:
+        if _spatial_shape(case.proposals) != shape:
             raise ValueError(f"case {case.case_id!r}: proposals must be (S, {shape}), got {tuple(case.proposals.shape)}")
         for _ in range(cfg.max_attempts):
             anchor, ref_start, query_start = self._boxes(rng, shape)
-            ref_labels = read_crop(case.proposals, ref_start, cfg.crop_size)
-            candidates = self._candidates(ref_labels)
-            if candidates:
+            ref_crop = _proposal_crop(case.proposals, ref_start, cfg.crop_size)
+            candidates = self._candidates(ref_crop.counts())
+            if candidates[0].size:
                 break
-        chosen = self._choose(rng, candidates)
+        chosen = self._choose(rng, *candidates)
 
         k = cfg.num_masks
+        # np.zeros, not zeros_like: calloc'd pages are zeroed only where written.
         ref_masks = np.zeros((k, *cfg.crop_size), np.uint8)
-        query_masks = np.zeros_like(ref_masks)
+        query_masks = np.zeros((k, *cfg.crop_size), np.uint8)
         mask_ids = np.tile(np.array([-1, 0], np.int64), (k, 1))
         valid = np.zeros(k, bool)
         offset = int(cfg.full_mask)
@@ -276,12 +315,12 @@ class TaskSampler:
             ref_masks[0] = query_masks[0] = 1
             mask_ids[0] = (-1, -1)
             valid[0] = True
-        query_labels = read_crop(case.proposals, query_start, cfg.crop_size) if chosen else None
-        for slot, (scale, label) in enumerate(chosen, start=offset):
-            ref_masks[slot] = ref_labels[scale] == label
-            query_masks[slot] = query_labels[scale] == label
-            mask_ids[slot] = (scale, label)
-            valid[slot] = True
+        if chosen:
+            slots = slice(offset, offset + len(chosen))
+            ref_crop.paint(chosen, ref_masks[slots])
+            _proposal_crop(case.proposals, query_start, cfg.crop_size).paint(chosen, query_masks[slots])
+            mask_ids[slots] = chosen
+            valid[slots] = True
 
         reference_image = augment_intensity(read_crop(case.image, ref_start, cfg.crop_size), rng, cfg.reference_intensity)
         query_image = augment_intensity(read_crop(case.image, query_start, cfg.crop_size), rng, cfg.query_intensity)
@@ -318,23 +357,18 @@ class TaskSampler:
             query_start = rng.integers(np.minimum(0, (dims - size) // 2), np.maximum(dims - size, (dims - size) // 2) + 1)
         return anchor.astype(np.int64), ref_start.astype(np.int64), query_start.astype(np.int64)
 
-    def _candidates(self, ref_labels: np.ndarray) -> list[tuple[int, int]]:
-        """``(scale, label)`` of every proposal with enough voxels in the reference crop."""
-        found = []
-        for scale, labels in enumerate(ref_labels):
-            # bincount is O(voxels), unlike np.unique's sort (10x slower on a 96^3 crop).
-            counts = np.bincount(labels.ravel())
-            counts[0] = 0
-            found += [(scale, int(label)) for label in np.flatnonzero(counts >= self.config.min_mask_voxels)]
-        return found
+    def _candidates(self, counts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Scales and labels of every proposal with enough voxels in the reference crop, by scale then label."""
+        labels = [np.flatnonzero(c[1:] >= self.config.min_mask_voxels) + 1 for c in counts]
+        scales = [np.full(found.size, scale, np.int64) for scale, found in enumerate(labels)]
+        return np.concatenate([np.empty(0, np.int64), *scales]), np.concatenate([np.empty(0, np.int64), *labels])
 
-    def _choose(self, rng: np.random.Generator, candidates: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Up to K (minus the all-ones slot) candidates, each scale equally likely."""
-        wanted = min(self.config.num_masks - int(self.config.full_mask), len(candidates))
+    def _choose(self, rng: np.random.Generator, scales: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
+        """Up to K (minus the all-ones slot) ``(scale, label)`` candidates, each scale equally likely."""
+        wanted = min(self.config.num_masks - int(self.config.full_mask), labels.size)
         if not wanted:
             return []
-        scales = np.array([scale for scale, _ in candidates])
         per_scale = np.bincount(scales)
         weights = 1.0 / per_scale[scales]
-        picks = rng.choice(len(candidates), size=wanted, replace=False, p=weights / weights.sum())
-        return [candidates[i] for i in picks]
+        picks = rng.choice(labels.size, size=wanted, replace=False, p=weights / weights.sum())
+        return [(int(scales[i]), int(labels[i])) for i in picks]

@@ -3,9 +3,10 @@
 Per standardized case, :func:`propose_case` segments the image at several
 scales (3D Felzenszwalb-Huttenlocher by default, or scikit-image per slice
 linked in 3D), filters and deduplicates the segments, and stores them as one
-label map per scale plus a proposal table (:class:`ProposalStore` reads
-crops and their masks for training). :func:`recall_table` measures how well
-proposals cover the ground truth of a labeled dataset. See
+label map per scale plus a proposal table (:class:`ProposalStore` counts
+and paints the proposals of training crops from the stored runs).
+:func:`recall_table` measures how well proposals cover the ground truth of
+a labeled dataset. See
 ``docs/proposals.md``.
 """
 
@@ -15,10 +16,10 @@ from mass_core.proposals.exchange import export_mass_layout, import_mass_layout,
 from mass_core.proposals.generate import ProposalParams, generate_proposals
 from mass_core.proposals.recall import RecallParams, recall_table
 from mass_core.proposals.stage import propose_case
-from mass_core.proposals.store import CropMasks, ProposalSet, ProposalStore
+from mass_core.proposals.store import CropRuns, ProposalSet, ProposalStore
 
 __all__ = [
-    "CropMasks",
+    "CropRuns",
     "ProposalParams",
     "ProposalSet",
     "ProposalStore",

@@ -37,7 +37,7 @@ __all__ = [
     "LABELS_FILE",
     "TABLE_COLUMNS",
     "TABLE_FILE",
-    "CropMasks",
+    "CropRuns",
     "ProposalSet",
     "ProposalStore",
     "ids_by_scale",
@@ -151,6 +151,19 @@ def _empty_table() -> pd.DataFrame:
     return frame.astype({"source": object, "scale_param": float, "volume_mm3": float})
 
 
+def _mapped(dataset: h5py.Dataset) -> np.ndarray:
+    """A dataset as a read-only array; mapped from the file (np.memmap) when stored contiguous and uncompressed.
+
+    :func:`write_store` writes such datasets, so a crop's runs are a slice of
+    the page cache: no HDF5 read call per crop (50-300 us each, 16 per
+    training task, a fifth of the time of a 32^3 task) and no copy per worker.
+    """
+    offset = dataset.id.get_offset()
+    if offset is None or dataset.chunks is not None or dataset.compression is not None:
+        return dataset[()]  # empty, or written by another tool: read into memory
+    return np.memmap(dataset.file.filename, dataset.dtype, "r", offset, dataset.shape)
+
+
 def write_store(out_dir: str | os.PathLike, proposals: ProposalSet) -> Path:
     """Write ``proposals`` into ``out_dir`` (``proposals.h5`` + ``proposals.parquet``), atomically per file."""
     out_dir = Path(out_dir)
@@ -179,32 +192,62 @@ def write_store(out_dir: str | os.PathLike, proposals: ProposalSet) -> Path:
 
 
 @dataclass(frozen=True)
-class CropMasks:
-    """Binary masks of the proposals present in a crop.
+class CropRuns:
+    """The runs of every scale inside one crop, read once to count proposals and paint masks from.
 
     Attributes:
-        ids: int64 (N,), proposal ids.
-        voxels: int64 (N,), voxels of each proposal inside the crop.
-        masks: bool (N, cx, cy, cz), one mask per id, on the crop's grid.
+        box: the crop ``(x0, x1, y0, y1, z0, z1)``, half-open, in volume voxels.
+        origin: the volume voxel at index ``[..., 0, 0, 0]`` of the arrays
+            :meth:`paint` fills; the crop's corner, or an earlier voxel when
+            they hold a larger (e.g. zero-padded) crop.
+        columns: per scale, the runs of the crop's columns.
+        bbox: per scale, int64 ``(n_s + 1, 6)``, the bounding box of each label (row 0 unused).
     """
 
-    ids: np.ndarray
-    voxels: np.ndarray
-    masks: np.ndarray
+    box: tuple[int, int, int, int, int, int]
+    origin: tuple[int, int, int]
+    columns: list[rle.ColumnSlice]
+    bbox: list[np.ndarray]
+
+    def counts(self) -> list[np.ndarray]:
+        """Per scale, int64 ``(n_s + 1,)``: the voxels of each label inside the crop (index 0: background)."""
+        out = []
+        for code, boxes in zip(self.columns, self.bbox):
+            counts = np.zeros(len(boxes), np.int64)
+            rle.count_box(code, self.box, counts)
+            out.append(counts)
+        return out
+
+    def paint(self, masks: Sequence[tuple[int, int]], out: np.ndarray) -> np.ndarray:
+        """Set ``out[i]`` (bool or uint8 ``(N, cx, cy, cz)``, cleared) on the voxels of proposal ``masks[i] = (scale, label)``.
+
+        Each mask is painted from the runs inside its own bounding box, not
+        from all the crop's runs. Returns ``out``.
+        """
+        for i, (scale, label) in enumerate(masks):
+            bbox = self.bbox[scale][label]
+            inner = tuple(max(self.box[j], bbox[j]) if j % 2 == 0 else min(self.box[j], bbox[j]) for j in range(6))
+            if inner[0] >= inner[1] or inner[2] >= inner[3] or inner[4] >= inner[5]:
+                continue
+            slot = np.full(len(self.bbox[scale]), -1, np.int64)
+            slot[label] = i
+            rle.paint_box(self.columns[scale], inner, slot, out, origin=self.origin)  # type: ignore[arg-type]
+        return out
 
 
 class ProposalStore:
     """Reader of one case's proposal directory, for training and evaluation.
 
-    The HDF5 file is opened lazily and once per process, so a store object can
-    be handed to forked data-loader workers.
+    The run arrays are mapped from the file on first use (see
+    :func:`_mapped`): processes share them through the page cache, and a
+    store object can be handed to data-loader workers, forked or pickled.
 
     Example:
         >>> store = ProposalStore("results/phantom/proposals/case_000")
         >>> crop = (slice(0, 64), slice(10, 74), slice(0, 64))
-        >>> sample = store.masks_in_crop(crop, min_voxels=100, max_masks=13, rng=np.random.default_rng(0))
-        >>> sample.masks.shape[1:]
-        (64, 64, 64)
+        >>> runs = store.crop_runs(crop)
+        >>> counts = runs.counts()  # per scale, voxels of each label in the crop
+        >>> masks = runs.paint([(0, 3), (2, 1)], np.zeros((2, 64, 64, 64), bool))  # (scale, label) -> mask
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
@@ -226,34 +269,30 @@ class ProposalStore:
         self.table = pd.read_parquet(self.directory / TABLE_FILE)
         # Flat lookup over scales: label l of scale s <-> position offsets[s] + l.
         self._offsets = np.concatenate([[0], np.cumsum(np.array(n_labels, np.int64) + 1)])
-        self._ids = np.full(int(self._offsets[-1]), -1, np.int64)
         position = self._offsets[self.table["scale"].to_numpy()] + self.table["label"].to_numpy()
-        self._ids[position] = self.table["proposal_id"].to_numpy()
-        self._bbox = np.zeros((self._ids.size, 6), np.int64)
+        self._bbox = np.zeros((int(self._offsets[-1]), 6), np.int64)
         self._bbox[position] = self.table[["x0", "x1", "y0", "y1", "z0", "z1"]].to_numpy()
-        self._file: h5py.File | None = None
-        self._datasets: list[tuple[np.ndarray, h5py.Dataset, h5py.Dataset]] = []
-        self._pid = -1
+        self._runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     @property
     def n_scales(self) -> int:
         return len(self.sources)
 
-    def _scales(self) -> list[tuple[np.ndarray, h5py.Dataset, h5py.Dataset]]:
-        # Per process: the open file's run datasets, and each scale's column
-        # index in memory (X * Y + 1 int64: small, and needed by every read).
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.directory / LABELS_FILE, "r")
-            self._pid = os.getpid()
-            groups = [self._file[f"scale_{s}"] for s in range(self.n_scales)]
-            self._datasets = [(g["col_start"][()], g["run_end"], g["run_value"]) for g in groups]
-        return self._datasets
+    def _scales(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        # Per scale: col_start, run_end, run_value.
+        if not self._runs:
+            with h5py.File(self.directory / LABELS_FILE, "r") as f:
+                groups = [f[f"scale_{s}"] for s in range(self.n_scales)]
+                self._runs = [(_mapped(g["col_start"]), _mapped(g["run_end"]), _mapped(g["run_value"])) for g in groups]
+        return self._runs
 
     def close(self) -> None:
-        """Close the HDF5 file (reopened on the next read)."""
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
-        self._file = None
+        """Drop the mapped run arrays (mapped again on the next read)."""
+        self._runs = []
+
+    def __getstate__(self) -> dict:
+        # A pickled store (a spawned worker) maps the file itself rather than carrying copies of the runs.
+        return {**self.__dict__, "_runs": []}
 
     def _box(self, slices: Sequence[slice]) -> tuple[int, int, int, int, int, int]:
         if len(slices) != 3:
@@ -292,92 +331,18 @@ class ProposalStore:
         """All label maps: unsigned (S, X, Y, Z)."""
         return self.read_crop([slice(None)] * 3)
 
-    def _paint(self, box: tuple[int, ...], columns: list[rle.ColumnSlice], slot: np.ndarray) -> np.ndarray:
-        # Each mask is painted from the runs inside its own bounding box (from
-        # the table), not from the whole crop's runs.
-        positions = np.flatnonzero(slot >= 0)
-        masks = np.zeros((positions.size, box[1] - box[0], box[3] - box[2], box[5] - box[4]), bool)
-        scales = np.searchsorted(self._offsets, positions, side="right") - 1
-        for position, s, bbox in zip(positions, scales, self._bbox[positions]):
-            inner = [max(box[i], bbox[i]) if i % 2 == 0 else min(box[i], bbox[i]) for i in range(6)]
-            if inner[0] >= inner[1] or inner[2] >= inner[3] or inner[4] >= inner[5]:
-                continue
-            only = np.full(self._offsets[s + 1] - self._offsets[s], -1, np.int64)
-            only[position - self._offsets[s]] = slot[position]
-            rle.paint_box(columns[s], tuple(inner), only, masks, origin=(box[0], box[2], box[4]))
-        return masks
-
-    def masks_in_crop(
-        self,
-        slices: Sequence[slice],
-        min_voxels: int = 1,
-        *,
-        max_masks: int | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> CropMasks:
-        """Binary masks of the proposals with at least ``min_voxels`` voxels in the crop.
-
-        Works on the crop's runs directly: counting and painting cost per run,
-        not per voxel and mask.
+    def crop_runs(self, slices: Sequence[slice], origin: Sequence[int] | None = None) -> CropRuns:
+        """The runs of every scale inside the crop ``slices`` (X, Y, Z), to count and paint proposals from.
 
         Args:
-            slices: the crop (X, Y, Z).
-            min_voxels: proposals with fewer voxels inside the crop are left out.
-            max_masks: keep at most this many, drawn uniformly with ``rng``
-                (required then), so that a training sample pays only for the
-                masks it uses.
-
-        Returns:
-            masks ordered by proposal id.
+            slices: the crop, inside the volume.
+            origin: the volume voxel at index ``[..., 0, 0, 0]`` of the masks
+                :meth:`CropRuns.paint` fills (default: the crop's corner).
         """
-        if min_voxels < 1:
-            raise ValueError(f"min_voxels must be >= 1, got {min_voxels}")
-        if max_masks is not None and (max_masks < 0 or rng is None):
-            raise ValueError(f"max_masks must be >= 0 and come with an rng, got {max_masks} (rng={rng})")
         box = self._box(slices)
-        columns = self._columns(box)
-        counts = np.zeros(self._ids.size, np.int64)
-        if max_masks is None:
-            for s, code in enumerate(columns):
-                rle.count_box(code, box, counts, int(self._offsets[s]))
-            present = np.flatnonzero((counts >= min_voxels) & (self._ids >= 0))
-        else:
-            present = self._draw(box, columns, min_voxels, max_masks, rng, counts)
-        present = present[np.argsort(self._ids[present], kind="stable")]
-        slot = np.full(self._ids.size, -1, np.int64)
-        slot[present] = np.arange(present.size)
-        return CropMasks(ids=self._ids[present], voxels=counts[present], masks=self._paint(box, columns, slot))
-
-    def _draw(
-        self,
-        box: tuple[int, ...],
-        columns: list[rle.ColumnSlice],
-        min_voxels: int,
-        max_masks: int,
-        rng: np.random.Generator,
-        counts: np.ndarray,
-    ) -> np.ndarray:
-        # Visit the proposals whose bounding box meets the crop in random
-        # order and keep the first max_masks with enough voxels inside: a
-        # uniform draw from those present, counting only inside each visited
-        # proposal's box instead of over the whole crop.
-        lo, hi = np.array(box[0::2]), np.array(box[1::2])
-        meets = (self._ids >= 0) & (self._bbox[:, 0::2] < hi).all(axis=1) & (self._bbox[:, 1::2] > lo).all(axis=1)
-        kept: list[int] = []
-        for position in rng.permutation(np.flatnonzero(meets)):
-            s = int(np.searchsorted(self._offsets, position, side="right") - 1)
-            bbox = self._bbox[position]
-            start, stop = np.maximum(lo, bbox[0::2]), np.minimum(hi, bbox[1::2])
-            inner = (start[0], stop[0], start[1], stop[1], start[2], stop[2])
-            # Counted afresh per visit: the box also holds other labels.
-            local = np.zeros(self._offsets[s + 1] - self._offsets[s], np.int64)
-            rle.count_box(columns[s], inner, local)
-            counts[position] = local[position - self._offsets[s]]
-            if counts[position] >= min_voxels:
-                kept.append(position)
-                if len(kept) == max_masks:
-                    break
-        return np.array(kept, np.int64)
+        corner = (box[0], box[2], box[4]) if origin is None else tuple(int(v) for v in origin)
+        bbox = [self._bbox[self._offsets[s] : self._offsets[s + 1]] for s in range(self.n_scales)]
+        return CropRuns(box, corner, self._columns(box), bbox)  # type: ignore[arg-type]
 
     def masks(self, ids: Sequence[int]) -> np.ndarray:
         """Whole-volume binary masks of ``ids``: bool (N, X, Y, Z), in the order given."""
@@ -387,10 +352,8 @@ class ProposalStore:
         rows = self.table.set_index("proposal_id").reindex(ids)
         if rows["scale"].isna().any():
             raise ValueError(f"ids not in the store of case {self.case_id!r}: {ids[rows['scale'].isna().to_numpy()]}")
-        slot = np.full(self._ids.size, -1, np.int64)
-        slot[self._offsets[rows["scale"].to_numpy(int)] + rows["label"].to_numpy(int)] = np.arange(ids.size)
-        box = self._box([slice(None)] * 3)
-        return self._paint(box, self._columns(box), slot)
+        masks = list(zip(rows["scale"].to_numpy(int).tolist(), rows["label"].to_numpy(int).tolist()))
+        return self.crop_runs([slice(None)] * 3).paint(masks, np.zeros((ids.size, *self.shape), bool))
 
     def to_proposal_set(self) -> ProposalSet:
         """Everything in memory, e.g. to add imported masks and write it back."""

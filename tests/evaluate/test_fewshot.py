@@ -145,3 +145,19 @@ def test_encoder_file_is_not_an_incontext_model(tmp_path):
     save_encoder(tmp_path / "encoder.pt", load_incontext_segmenter(save_mass_checkpoint(tmp_path / "final.pt")).encoder, "mass", 0)
     with pytest.raises(ValueError, match="not a MASS training checkpoint"):
         load_incontext_segmenter(tmp_path / "encoder.pt")
+
+
+def test_fixed_references_come_first_then_the_seeded_order():
+    cases = {"a": (1,), "b": (1, 2), "c": (1,), "d": (1, 2), "e": (2,)}
+    seeded = select_references(cases, [1, 2], 3, seed=0)
+    fixed = select_references(cases, [1, 2], 3, seed=0, fixed={"2": ["e"], "all": ["c"]})
+    # Class 2 has its own entry; class 1 takes the "all" entry.
+    assert fixed[2][0] == "e" and fixed[2][1:] == [cid for cid in seeded[2] if cid != "e"][:2]
+    assert fixed[1][0] == "c" and fixed[1][1:] == [cid for cid in seeded[1] if cid != "c"][:2]
+    # With k = 1 the fixed reference is the whole choice, whatever the seed.
+    assert {seed: select_references(cases, [1, 2], 1, seed, {"1": ["a"], "2": ["b"]}) for seed in (0, 1, 2)} == \
+        {seed: {1: ["a"], 2: ["b"]} for seed in (0, 1, 2)}
+    with pytest.raises(ValueError, match="fixed reference 'zz' of class 1 is not a labeled train case"):
+        select_references(cases, [1], 1, 0, {"all": ["zz"]})
+    with pytest.raises(ValueError, match="fixed reference 'a' does not contain class 2"):
+        select_references(cases, [2], 1, 0, {"2": ["a"]})

@@ -81,3 +81,19 @@ def test_run_probe_without_classification_labels(tiny_dataset, tmp_path):
     metrics = run_probe(tiny_dataset, tmp_path / "out", dataset="tiny", method="scratch", seed=0, encoder_weights=None,
                         encoder_config=TINY_ENCODER, params=ProbeParams("avg", "cpu"))
     assert math.isnan(metrics.loc[0, "auroc"]) and "two classes" in metrics.loc[0, "note"]
+
+
+def test_train_subset_keeps_a_share_of_every_class_in_the_seed_order():
+    from mass_core.evaluate.cases import EvalCase
+    from mass_core.evaluate.probe import train_subset
+
+    empty = np.zeros((1, 1, 1), np.float32)
+    cases = [EvalCase(f"c{i:02d}", empty, None, (1.0, 1.0, 1.0), int(i < 30), ()) for i in range(100)]
+    subset = train_subset(cases, 0.05, seed=3)
+    # 5 % of 30 positives rounds to 2 (1.5 halves up), of 70 negatives to 4 (3.5 halves up).
+    assert sorted(sum(c.class_label == k for c in subset) for k in (0, 1)) == [2, 4]
+    assert train_subset(cases, 0.05, seed=3) == subset
+    assert {c.case_id for c in train_subset(cases, 0.05, seed=4)} != {c.case_id for c in subset}
+    assert train_subset(cases, 1.0, seed=3) == cases
+    # A class with one case keeps it.
+    assert [c.case_id for c in train_subset(cases[29:31], 0.05, seed=0)] == ["c29", "c30"]

@@ -135,7 +135,7 @@ def test_pretraining_learns_in_context_segmentation_of_unseen_phantom_cases(phan
     # 150 steps teach nothing (held-out Dice 0.02 -> 0.003); docs/pretraining.md has the measurements.
     sampler = {"crop_size": 16, "num_masks": 3, "min_mask_voxels": 400}
     cases = training_cases(phantom.manifest, phantom.proposals_root)
-    task = MassTask([StoreCase(*row) for row in cases.itertuples(index=False)], MassConfig(model_config, SamplerConfig(**sampler)))
+    task = MassTask([StoreCase(row.case_id, row.image, row.proposals) for row in cases.itertuples()], MassConfig(model_config, SamplerConfig(**sampler)))
     # Held out: the val and test cases (never seen in pretraining), no augmentation, proposals only (no all-ones mask).
     unseen = read_manifest(phantom.manifest).query("split != 'train'")
     held_out = MassTask([StoreCase(row.case_id, row.image, phantom.proposals_root / row.case_id) for row in unseen.itertuples()],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,19 @@ def test_finetune_rows_follow_the_registry_and_mass_finetune(ways, rows):
 
     result = finetune_rows(["scratch", "mim", "mass"], ways)
     assert result == rows and list(result) == list(rows)
+
+
+def test_dataset_weights_reach_the_mass_draw_case_by_case(tmp_path):
+    from mass_core.pretrain.run import PRETEXT_TASKS, training_cases
+
+    first = write_synthetic_dataset(tmp_path / "a", n_cases=4, shape=(24, 24, 24))
+    second = write_synthetic_dataset(tmp_path / "b", n_cases=4, shape=(24, 24, 24))
+    manifests, roots = [first.manifest, second.manifest], [first.proposals_root, second.proposals_root]
+    cases = training_cases(manifests, roots, [6, 0.5])
+    n_first = int((cases["proposals"].str.startswith(str(first.proposals_root))).sum())
+    assert cases["weight"].tolist() == [6.0] * n_first + [0.5] * (len(cases) - n_first)
+    task = PRETEXT_TASKS["mass"].build(cases, SECTIONS, list(zip(manifests, roots)))
+    probabilities = np.diff(task.sampler.draw_case.cumulative, prepend=0.0)
+    np.testing.assert_allclose(probabilities, cases["weight"] / cases["weight"].sum())
+    with pytest.raises(ValueError, match="dataset_weights"):
+        training_cases(manifests, roots, [1.0])

@@ -7,6 +7,7 @@ import pytest
 from mass_core.pretrain.augment import IntensityAugConfig, SpatialAugConfig
 from mass_core.pretrain.sampler import CaseArrays, NpyCase, SamplerConfig, TaskSampler, read_crop
 from mass_core.pretrain.synthetic import synthetic_case
+from mass_core.proposals.store import ProposalSet, ProposalStore, write_store
 
 PLAIN = SamplerConfig(
     crop_size=16,
@@ -159,3 +160,22 @@ def test_far_queries_are_placed_anywhere_with_exact_targets():
     assert outside["near"] == 0 and outside["far"] > 10
     # Far queries miss the reference's structures more often: tasks whose answer is "not here".
     assert np.mean(present["far"]) < np.mean(present["near"]) - 0.1
+
+
+def test_store_cases_draw_the_tasks_of_their_label_maps(tmp_path):
+    # The store is read by runs, arrays by dense crops: the same tasks, also where a
+    # crop leaves the volume (X is shorter than the crop) and for far queries.
+    cases = [synthetic_case(seed, (12, 30, 26), n_objects=6, case_id=f"c{seed}") for seed in range(2)]
+    stores = []
+    for case in cases:
+        write_store(tmp_path / case.case_id, ProposalSet.from_label_maps(case.case_id, (1, 1, 1), case.proposals, ["a", "b"], [1.0, 2.0]))
+        stores.append(CaseArrays(case.image, ProposalStore(tmp_path / case.case_id), case.case_id))
+    config = SamplerConfig(crop_size=16, num_masks=5, min_mask_voxels=8, far_query=0.5)
+    from_arrays, from_stores = TaskSampler(cases, config), TaskSampler(stores, config)
+    padded = 0
+    for index in range(40):
+        expected, got = from_arrays.sample(0, 3, index), from_stores.sample(0, 3, index)
+        for key, value in expected.to_dict().items():
+            np.testing.assert_array_equal(getattr(got, key), value)
+        padded += bool(got.valid[1:].any() and (got.reference_start < 0).any())
+    assert padded > 5

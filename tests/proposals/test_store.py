@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import pickle
+
+import h5py
 import numpy as np
 import pytest
 
-from mass_core.proposals.store import TABLE_COLUMNS, ProposalSet, ProposalStore
+from mass_core.proposals.store import LABELS_FILE, TABLE_COLUMNS, ProposalSet, ProposalStore
 
 from proposal_fixtures import block_store  # noqa: F401  (fixture)
 
@@ -43,35 +46,47 @@ def test_crop_reads_equal_slicing_the_full_map(block_store, crop):
 
 
 @pytest.mark.parametrize("crop", CROPS)
-def test_masks_in_crop_are_the_proposals_present(block_store, crop):
+def test_crop_runs_count_and_paint_like_the_label_maps(block_store, crop):
     directory, maps = block_store
     store = ProposalStore(directory)
-    got = store.masks_in_crop(crop, min_voxels=5)
-    table = store.table.set_index("proposal_id")
-    expected_ids = []
-    for pid, row in table.iterrows():
-        mask = maps[row["scale"]][crop] == row["label"]
-        if mask.sum() >= 5:
-            expected_ids.append(pid)
-            np.testing.assert_array_equal(got.masks[len(expected_ids) - 1], mask)
-            assert got.voxels[len(expected_ids) - 1] == mask.sum()
-    np.testing.assert_array_equal(got.ids, expected_ids)
+    # Masks painted into a crop padded by (2, 0, 3) voxels before it, as a training crop that leaves the volume.
+    pad = np.array([2, 0, 3])
+    corner = np.array([sl.start for sl in crop])
+    runs = store.crop_runs(crop, origin=corner - pad)
+    for s, counts in enumerate(runs.counts()):
+        assert counts.size == maps[s].max() + 1
+        np.testing.assert_array_equal(counts, np.bincount(maps[s][crop].ravel(), minlength=counts.size))
+    # A label inside the crop where there is one, and labels that may lie outside it.
+    chosen = [(1, int(maps[1][crop].max(initial=1))), (0, 1), (1, int(maps[1].max()))]
+    size = [sl.stop - sl.start for sl in crop]
+    painted = runs.paint(chosen, np.zeros((3, *(pad + size + 1)), np.uint8))
+    inside = tuple(slice(p, p + n) for p, n in zip(pad, size))
+    for mask, (scale, label) in zip(painted, chosen):
+        np.testing.assert_array_equal(mask[inside], maps[scale][crop] == label)
+        assert mask.sum() == mask[inside].sum()  # nothing outside the crop
 
 
-def test_masks_in_crop_draws_at_most_max_masks(block_store):
+def test_runs_compressed_by_another_tool_read_the_same(block_store):
+    # write_store's contiguous runs are memory-mapped; chunked, compressed ones (e.g. after h5repack) are read.
+    directory, maps = block_store
+    with h5py.File(directory / LABELS_FILE, "a") as f:
+        for group in f.values():
+            for name in ("run_end", "run_value"):
+                data = group[name][()]
+                del group[name]
+                group.create_dataset(name, data=data, chunks=(64,), compression="gzip")
+    np.testing.assert_array_equal(ProposalStore(directory).read_crop(CROPS[1]), maps[(slice(None),) + CROPS[1]])
+
+
+def test_a_pickled_store_maps_its_file_again(block_store):
+    # Spawned data-loader workers receive the store pickled: without copies of the mapped runs.
     directory, maps = block_store
     store = ProposalStore(directory)
-    crop = CROPS[1]
-    everything = store.masks_in_crop(crop)
-    drawn = store.masks_in_crop(crop, max_masks=3, rng=np.random.default_rng(0))
-    assert drawn.ids.size == 3 and set(drawn.ids) <= set(everything.ids)
-    np.testing.assert_array_equal(drawn.voxels, drawn.masks.sum(axis=(1, 2, 3)))
-    for i, pid in enumerate(drawn.ids):
-        np.testing.assert_array_equal(drawn.masks[i], everything.masks[list(everything.ids).index(pid)])
-    with pytest.raises(ValueError, match="max_masks"):
-        store.masks_in_crop(crop, max_masks=3)
-    with pytest.raises(ValueError, match="min_voxels"):
-        store.masks_in_crop(crop, min_voxels=0)
+    unread = len(pickle.dumps(store))
+    store.read_crop(CROPS[0])
+    copy = pickle.loads(pickle.dumps(store))
+    assert len(pickle.dumps(store)) == unread
+    np.testing.assert_array_equal(copy.read_crop(CROPS[1]), maps[(slice(None),) + CROPS[1]])
 
 
 def test_whole_masks_by_id_and_bad_slices(block_store):

@@ -16,7 +16,7 @@ rule aggregate:
         **{f"{name}_provenance": str(provenance_path(f"{TABLES_DIR}/{name}.parquet")) for name in TABLES},
     params:
         methods=TABLE_METHODS,
-        class_names={name: class_names(DATASETS[name]) for name in EVAL_DATASETS},
+        class_names={name: class_names(DATASETS[name]) for name in dict.fromkeys(FINETUNE_DATASETS + FEWSHOT_DATASETS)},
         # Recorded in the tables' provenance (hashes), not inputs: the metrics already depend on them.
         checkpoints=[f"{RESULTS}/pretrain/{method}/encoder.pt" for method in METHODS],
     log:
@@ -39,7 +39,7 @@ rule plots:
         ),
         fewshot=report(f"{PLOTS_DIR}/fewshot_dice.png", caption="../report/fewshot_dice_plot.rst", category="Evaluation"),
         examples=report(
-            expand(f"{PLOTS_DIR}/examples_{{dataset}}.png", dataset=EVAL_DATASETS),
+            expand(f"{PLOTS_DIR}/examples_{{dataset}}.png", dataset=FINETUNE_DATASETS),
             caption="../report/examples.rst",
             category="Evaluation",
         ),
@@ -74,3 +74,25 @@ rule learning_curve:
         ENV
     script:
         "../scripts/learning_curve.py"
+
+
+rule paper_tables:
+    input:
+        fewshot=f"{TABLES_DIR}/fewshot_dice.parquet",
+        finetune=f"{TABLES_DIR}/segmentation_dice.parquet",
+        classification=f"{TABLES_DIR}/classification_auc.parquet",
+        published=PUBLISHED_NUMBERS,
+    output:
+        **{f"{name}_md": f"{TABLES_DIR}/{name}.md" for name in PAPER_TABLES},
+        **{
+            f"{name}_csv": report(f"{TABLES_DIR}/{name}.csv", caption="../report/paper_tables.rst", category="Tables")
+            for name in PAPER_TABLES
+        },
+    params:
+        methods=TABLE_METHODS,
+    log:
+        "logs/paper_tables.log",
+    conda:
+        ENV
+    script:
+        "../scripts/paper_tables.py"

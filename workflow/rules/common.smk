@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -7,8 +8,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from mass_core.config_errors import config_error, dataset_selection
-from mass_core.datasets import class_names, list_cases
+from mass_core.datasets import class_names, list_cases, with_data_root
 from mass_core.evaluate.aggregate import TABLES
+from mass_core.evaluate.paper_tables import PAPER_TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
 from mass_core.pretrain.run import PRETEXT_TASKS, SCRATCH, check_method_names, finetune_rows, load_method_modules
 from mass_core.pretrain.trainer import snapshot_path
@@ -32,18 +34,12 @@ except WorkflowError as err:
     sys.exit(config_error(err.__context__))
 
 RESULTS = config["results"]
-DATASETS = config["datasets"]
 CLUSTER = config["cluster"]
 ENV = "../envs/mass.yaml"
 # Per-case rules (standardize, propose) join this group, so that on a cluster
 # one job runs several cases (the profile's group-components says how many)
 # instead of flooding the scheduler; local runs ignore groups.
 CASE_GROUP = "cases" if CLUSTER["group_cases"] else None
-
-
-wildcard_constraints:
-    dataset="|".join(DATASETS),
-    case=r"[^/]+",
 
 
 def _dataset_root(name):
@@ -61,6 +57,15 @@ def _or_exit(prefix, make, *args):
         return make(*args)
     except ValueError as err:
         sys.exit(f"{prefix}{err}")
+
+
+# Dataset roots with {data_root} (config/paper.yaml) filled in.
+DATASETS = _or_exit("config error: ", with_data_root, config["datasets"], config["data_root"] or os.environ.get("MASS_DATA_ROOT", ""))
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    case=r"[^/]+",
 
 
 def _dataset_cases(name):
@@ -86,6 +91,10 @@ def standardize_inputs(wildcards):
     inputs = {"image": str(case.image)}
     if case.label is not None:
         inputs["label"] = str(case.label)
+    if case.label_parts:
+        inputs["label_parts"] = [str(path) for _, path in case.label_parts]
+    if case.crop_with:
+        inputs["crop_with"] = [str(path) for path in case.crop_with]
     return inputs
 
 
@@ -94,8 +103,10 @@ def standardized_metas(wildcards):
 
 
 def case_table(wildcards):
+    """The dataset's own case table (under its root) and a split table (from the working directory), where given."""
     spec = DATASETS[wildcards.dataset]
-    return [str(Path(spec["root"]) / spec["class_table"])] if spec.get("class_table") else []
+    tables = [str(Path(spec["root"]) / spec["class_table"])] if spec.get("class_table") else []
+    return tables + ([spec["split_table"]] if spec.get("split_table") else [])
 
 
 def phantom_files(name):
@@ -132,7 +143,8 @@ def proposal_summaries(wildcards):
 
 
 def proposal_recall_tables():
-    return [f"{RESULTS}/{name}/proposals/recall.parquet" for name in DATASETS]
+    # Proposals serve pretraining: a dataset outside it (e.g. classification only) gets none.
+    return [f"{RESULTS}/{name}/proposals/recall.parquet" for name in PRETRAIN_DATASETS]
 
 
 def pretrain_manifests():
@@ -157,6 +169,10 @@ def pretrain_settings(wildcards, resources):
     # method_modules only when set, so that the params of existing runs (a rerun trigger) stay as they were.
     keys = ("train", "encoder", *([own] if own else []), *(["method_modules"] if METHOD_MODULES else []))
     settings = {key: section[key] for key in keys}
+    weights = [DATASETS[name]["pretrain_weight"] for name in PRETRAIN_DATASETS]
+    # Only when they differ, so that the params of unweighted runs (a rerun trigger) stay as they were.
+    if len(set(weights)) > 1:
+        settings["dataset_weights"] = weights
     if resources.runtime and settings["train"]["max_wall_seconds"] is None:
         minutes = max(resources.runtime - section["stop_margin_minutes"], 1)
         settings["train"] = {**settings["train"], "max_wall_seconds": minutes * 60}
@@ -179,12 +195,21 @@ FINETUNE_SEEDS = _or_exit("config error: evaluation.", finetune_seeds, BUDGETS, 
 
 EVALUATION_DIR = f"{RESULTS}/evaluation"
 TABLES_DIR = f"{RESULTS}/tables"
+# The MASS paper's published numbers, shown beside ours in the paper-shaped tables.
+PUBLISHED_NUMBERS = str(Path(workflow.basedir).parent / "config" / "published.csv")
 PLOTS_DIR = f"{RESULTS}/plots"
 # Datasets to evaluate on; an empty list means every dataset with a labeled
 # case (an unlabeled pretraining corpus has nothing to finetune or score on).
 EVAL_DATASETS = _or_exit(
     "config error: ", dataset_selection, EVALUATION["datasets"], "evaluation.datasets", DATASETS
-) or [d for d in DATASETS if any(c.label is not None for c in CASES[d].values())]
+) or [d for d in DATASETS if any(c.labeled for c in CASES[d].values())]
+# Each evaluation's own datasets (the paper's in-context study covers five, its
+# classification one); empty lists mean the evaluation datasets.
+FINETUNE_DATASETS, FEWSHOT_DATASETS, PROBE_DATASETS = (
+    _or_exit("config error: ", dataset_selection, EVALUATION[f"{kind}_datasets"], f"evaluation.{kind}_datasets", DATASETS)
+    or EVAL_DATASETS
+    for kind in ("finetune", "fewshot", "probe")
+)
 # Methods whose final.pt holds an in-context model, i.e. that segment without training.
 INCONTEXT_METHODS = [m for m in TRAINED_METHODS if PRETEXT_TASKS[m].in_context]
 
@@ -221,7 +246,7 @@ def finetune_run(dataset, method, budget, seed):
 def finetune_metrics():
     return [
         f"{finetune_run(d, m, b, s)}/metrics.parquet"
-        for d in EVAL_DATASETS
+        for d in FINETUNE_DATASETS
         for m in FINETUNE_METHODS
         for b in BUDGETS
         for s in FINETUNE_SEEDS[b]
@@ -231,7 +256,7 @@ def finetune_metrics():
 def fewshot_metrics():
     return [
         f"{EVALUATION_DIR}/{d}/fewshot/{m}/k_{k}/seed_{s}/metrics.parquet"
-        for d in EVAL_DATASETS
+        for d in FEWSHOT_DATASETS
         for m in INCONTEXT_METHODS
         for k in EVALUATION["fewshot_k"]
         for s in EVALUATION["seeds"]
@@ -241,7 +266,7 @@ def fewshot_metrics():
 def probe_metrics():
     return [
         f"{EVALUATION_DIR}/{d}/probe/{m}/seed_{s}/metrics.parquet"
-        for d in EVAL_DATASETS
+        for d in PROBE_DATASETS
         for m in METHODS
         for s in EVALUATION["seeds"]
     ]
@@ -261,7 +286,7 @@ def example_specs():
             "title": f"finetuned, labels: {budget.label}, seed {seed}",
             "out": f"{PLOTS_DIR}/examples_{d}.png",
         }
-        for d in EVAL_DATASETS
+        for d in FINETUNE_DATASETS
     }
 
 
@@ -303,7 +328,8 @@ def _curve_finetune(dataset, method, step, seed):
 
 def curve_runs():
     """Per pretraining step, the metrics files of its in-context and its MASS-FT runs."""
-    runs = [(d, m, s) for d in EVAL_DATASETS for m in INCONTEXT_METHODS for s in CURVE["seeds"]]
+    # Datasets of both the few-shot and the finetuning study: the curve shows both.
+    runs = [(d, m, s) for d in FEWSHOT_DATASETS if d in FINETUNE_DATASETS for m in INCONTEXT_METHODS for s in CURVE["seeds"]]
     fewshot = {step: [_curve_fewshot(d, m, step, s) for d, m, s in runs] for step in CURVE_STEPS}
     finetune = {step: [_curve_finetune(d, m, step, s) for d, m, s in runs] for step in CURVE_STEPS}
     return fewshot, finetune
@@ -319,8 +345,9 @@ def evaluation_outputs_dirs():
 
 def evaluation_targets():
     tables = [f"{TABLES_DIR}/{name}.{ext}" for name in TABLES for ext in ("parquet", "csv", "md")]
+    tables += [f"{TABLES_DIR}/{name}.{ext}" for name in PAPER_TABLES for ext in ("csv", "md")]
     plots = [f"{PLOTS_DIR}/label_efficiency.png", f"{PLOTS_DIR}/fewshot_dice.png"]
-    return tables + plots + [f"{PLOTS_DIR}/examples_{d}.png" for d in EVAL_DATASETS] + curve_targets()
+    return tables + plots + [f"{PLOTS_DIR}/examples_{d}.png" for d in FINETUNE_DATASETS] + curve_targets()
 
 
 def all_targets():

@@ -46,6 +46,7 @@ rule incontext_fewshot:
     params:
         settings=EVALUATION["fewshot"],
         checkpoint=lambda wildcards: f"{RESULTS}/pretrain/{wildcards.method}/final.pt",
+        references=lambda wildcards: DATASETS[wildcards.dataset]["references"],
     wildcard_constraints:
         method="|".join(INCONTEXT_METHODS),
         k=r"\d+",
@@ -101,6 +102,7 @@ rule curve_fewshot:
     params:
         settings=EVALUATION["fewshot"],
         checkpoint=curve_checkpoint,
+        references=lambda wildcards: DATASETS[wildcards.dataset]["references"],
     wildcard_constraints:
         method=method_pattern(lambda entry: entry.in_context),
         step=r"\d+",

@@ -1,6 +1,6 @@
 # One generator job per dataset of the "phantom" layout; its files are the
 # raw inputs of that dataset's standardize jobs.
-for _name in [name for name, spec in DATASETS.items() if spec["layout"] == "phantom"]:
+for _name in [name for name, spec in DATASETS.items() if spec.get("layout") == "phantom"]:
 
     rule:
         name:

@@ -15,4 +15,5 @@ run_fewshot(
     seed=int(snakemake.wildcards.seed),
     params=FewshotParams.from_config(snakemake.params.settings),
     threads=snakemake.threads,
+    fixed_references=snakemake.params.references,
 )

@@ -10,7 +10,7 @@ build_manifest(
     snakemake.output.manifest,
     snakemake.output.skipped,
     SplitParams.from_config(snakemake.params.splits),
-    case_table=snakemake.input.table[0] if snakemake.input.table else None,
+    case_table=list(snakemake.input.table),
 )
 # The whole run config is recorded, not passed as params: it must not trigger reruns.
 write_provenance(snakemake.output.manifest, [*snakemake.input, snakemake.params.raw], snakemake.config)

@@ -1,0 +1,61 @@
+"""Recipes: the paper's public datasets read exactly as their releases lie on disk.
+
+A dataset entry names one (``recipe: kits``) and its ``root``, the folder the
+release was unpacked into; ``docs/paper.md`` says where to get each and which
+folder it expects. A recipe lists the cases and describes, on each
+:class:`~mass_core.datasets.CaseSource`, what the official MASS code fixes
+while reading (wrong headers, 4D frames, per-structure masks, ...);
+:func:`mass_core.raw_case.read_case` applies it. Each recipe lives in a
+module of its own, named after the release.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mass_core.datasets import CaseSource
+from mass_core.recipes import amos, autopet, bcv, brats18, kits, lits, mnm, rsna_ich, structseg, totalseg
+from mass_core.recipes.recipe import Recipe
+
+__all__ = ["RECIPES", "Recipe", "recipe_cases"]
+
+
+RECIPES: dict[str, Recipe] = {
+    "amos_ct": amos.RECIPES["amos_ct"],
+    "amos_mr": amos.RECIPES["amos_mr"],
+    "autopet_ct": autopet.RECIPES["autopet_ct"],
+    "autopet_suv": autopet.RECIPES["autopet_suv"],
+    "bcv": bcv.RECIPE,
+    "brats18_flair": brats18.RECIPES["brats18_flair"],
+    "brats18_t1": brats18.RECIPES["brats18_t1"],
+    "brats18_t2": brats18.RECIPES["brats18_t2"],
+    "kits": kits.RECIPE,
+    "lits": lits.RECIPE,
+    "mnm": mnm.RECIPE,
+    "rsna_ich": rsna_ich.RECIPE,
+    "structseg_head_oar": structseg.RECIPES["structseg_head_oar"],
+    "structseg_thoracic_oar": structseg.RECIPES["structseg_thoracic_oar"],
+    "totalseg_ct": totalseg.RECIPES["totalseg_ct"],
+    "totalseg_mr": totalseg.RECIPES["totalseg_mr"],
+}
+
+
+def recipe_cases(spec: dict[str, Any]) -> list[CaseSource]:
+    """The cases of a dataset entry that names a recipe.
+
+    Raises:
+        ValueError: unknown recipe, ``root`` missing, or no case found there
+            (the message says which files the recipe expects).
+    """
+    name = spec["recipe"]
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES)}")
+    recipe = RECIPES[name]
+    root = Path(spec["root"])
+    if not root.is_dir():
+        raise ValueError(f"recipe {name!r}: root {root} is not a folder; it should hold {recipe.layout}")
+    cases = recipe.cases(root)
+    if not cases:
+        raise ValueError(f"recipe {name!r}: no cases found in {root}; expected {recipe.layout}")
+    return cases
