@@ -168,7 +168,7 @@ def bench_method(method: str, cases: list, steps: int) -> dict:
     torch.manual_seed(0)
     model = task.build_model()
     optimizer = build_optimizer(model, "lamb", 0.01, 0.01)
-    scheduler = build_scheduler(optimizer, 0.01, steps + 2, 0.05)
+    scheduler = build_scheduler(optimizer, 0.01, max(steps + 2, 4), 0.05)
     ema = build_ema(model, 0.99)
 
     def step(index: int) -> None:
