@@ -1,10 +1,21 @@
-"""Throughput of MASS pretraining: data loader alone, on-device affine, training steps.
+"""Throughput of pretraining: data loader alone, on-device affine, training steps.
 
 Tells whether loading or compute bounds training. Prints one line per
 measurement; ``--json`` also writes them to a file.
 
     python benchmarks/bench_pretrain.py                   # CPU, tiny + paper-sized model
     python benchmarks/bench_pretrain.py --device cuda     # GPU, bf16, paper crops
+    python benchmarks/bench_pretrain.py --methods         # MASS, MIM, MiM steps at the demo's settings
+    python benchmarks/bench_pretrain.py --methods --baseline /path/to/old/checkout
+
+``--methods`` times whole trainer steps (sampling, warp, forward, backward,
+clipping, LAMB, schedule, EMA) of each method at ``config/config.yaml``'s
+settings on one thread, as the demo runs them. With ``--baseline`` it times
+the same steps with the ``mass_core`` of another checkout, alternating
+old and new runs in fresh processes (the machine may be shared), and prints
+old and new samples/s with their ratio beside the 3x target. Figures are
+samples per second of wall-clock time and of process CPU time; the second
+is steadier when other jobs share the cores.
 
 On CPU the paper-sized model runs on a reduced crop and batch (printed), as
 128^3 x 4 tasks x 13 masks does not fit a CPU budget.
@@ -14,6 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,6 +48,13 @@ from mass_core.pretrain.ema import build_ema
 from mass_core.pretrain.run import training_cases
 from mass_core.pretrain.sampler import SamplerConfig
 from mass_core.pretrain.synthetic import write_synthetic_dataset
+
+# Demo settings (config/config.yaml): encoder, batch, crops, K, prototypes; threads 1.
+DEMO_CHANNELS = (8, 16, 32, 64)
+DEMO_BATCH = 2
+DEMO_CROP = 32
+TARGET_SPEEDUP = 3.0
+METHODS = ("mass", "mim", "mim_hier")
 
 
 @dataclass(frozen=True)
@@ -123,6 +145,74 @@ def bench_training(cases: list[StoreCase], setting: Setting, device: torch.devic
     }
 
 
+def _method_task(method: str, cases: list) -> object:
+    """The demo's task for ``method``, built from the classes both old and new checkouts have."""
+    from mass_core.models.reconstruction import ReconstructionConfig
+    from mass_core.pretrain.mim import ImageCase, MimConfig, MimTask
+    from mass_core.pretrain.mim_hier import MimHierConfig, MimHierTask
+
+    encoder = EncoderConfig(DEMO_CHANNELS, 1)
+    if method == "mass":
+        sampler = SamplerConfig(crop_size=DEMO_CROP, num_masks=5, min_mask_voxels=300, far_query=0.5)
+        return MassTask([StoreCase(c.case_id, c.image, c.proposals) for c in cases], MassConfig(InContextConfig(encoder, prototypes=True), sampler))
+    images = [ImageCase(c.case_id, Path(c.image)) for c in cases]
+    mim = MimConfig(ReconstructionConfig(encoder), (DEMO_CROP,) * 3)
+    return MimTask(images, mim) if method == "mim" else MimHierTask(images, MimHierConfig(mim))
+
+
+def bench_method(method: str, cases: list, steps: int) -> dict:
+    """Samples/s of whole trainer steps of ``method`` at the demo's settings (after two warm-up steps)."""
+    from mass_core.pretrain.optim import build_scheduler
+
+    task = _method_task(method, cases)
+    torch.manual_seed(0)
+    model = task.build_model()
+    optimizer = build_optimizer(model, "lamb", 0.01, 0.01)
+    scheduler = build_scheduler(optimizer, 0.01, max(steps + 2, 4), 0.05)
+    ema = build_ema(model, 0.99)
+
+    def step(index: int) -> None:
+        batch = task.make_batch(default_collate([task.sample(0, index, i) for i in range(DEMO_BATCH)]), torch.device("cpu"))
+        losses = task.compute_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        ema.update_parameters(model)
+        {k: float(v.detach()) for k, v in losses.items()} | {"grad_norm": float(grad_norm)}
+
+    for index in range(2):
+        step(index)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for index in range(2, steps + 2):
+        step(index)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"what": "method step", "setting": method, "samples_per_s": DEMO_BATCH * steps / wall, "cpu_samples_per_s": DEMO_BATCH * steps / cpu}
+
+
+def compare_methods(baseline: Path, rounds: int, steps: int) -> list[dict]:
+    """Alternate fresh processes on ``baseline``'s and this checkout's ``mass_core``; median samples/s of each."""
+    here = Path(__file__).resolve().parents[1]
+    runs: dict[str, list[dict]] = {"old": [], "new": []}
+    for _ in range(rounds):
+        for label, root in (("old", baseline), ("new", here)):
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                env = os.environ | {"PYTHONPATH": str(root)}
+                subprocess.run([sys.executable, __file__, "--methods", "--steps", str(steps), "--json", out.name], env=env, check=True, stdout=subprocess.DEVNULL)
+                runs[label].append({row["setting"]: row for row in json.loads(Path(out.name).read_text())})
+    rows = []
+    for method in METHODS:
+        row = {"what": "old vs new", "setting": method}
+        for key in ("samples_per_s", "cpu_samples_per_s"):
+            old = statistics.median(run[method][key] for run in runs["old"])
+            new = statistics.median(run[method][key] for run in runs["new"])
+            row |= {f"old_{key}": old, f"new_{key}": new, f"speedup_{key.removesuffix('_samples_per_s').removesuffix('samples_per_s') or 'wall'}": new / old}
+        row["target_speedup"] = TARGET_SPEEDUP
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -130,8 +220,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--methods", action="store_true", help="time MASS, MIM and MiM trainer steps at the demo's settings instead")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per method (--methods)")
+    parser.add_argument("--baseline", type=Path, help="with --methods: a checkout whose mass_core to compare against")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating old/new runs (--baseline)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.methods:
+        _main_methods(args)
+        return
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     paper = PAPER if device.type == "cuda" else PAPER_ON_CPU
@@ -147,11 +244,25 @@ def main() -> None:
             results += bench_affine(device, setting, args.repeats, sync)
         for name in args.models.split(","):
             results.append(bench_training(cases, settings[name], device, args.repeats, sync))
+    _report(results, args.json)
+
+
+def _main_methods(args: argparse.Namespace) -> None:
+    if args.baseline:
+        _report(compare_methods(args.baseline, args.rounds, args.steps), args.json)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = write_synthetic_dataset(tmp, n_cases=3, shape=(96, 96, 96), n_val=1)
+        cases = list(training_cases(dataset.manifest, dataset.proposals_root).itertuples())
+        _report([bench_method(method, cases, args.steps) for method in METHODS], args.json)
+
+
+def _report(results: list[dict], path: Path | None) -> None:
     for row in results:
         numbers = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float))
         print(f"{row['what']:<30} {row['setting']:<95} {numbers}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if path:
+        path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

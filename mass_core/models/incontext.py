@@ -171,8 +171,20 @@ class _CrossAttention(nn.Module):
         self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        context = self.norm_context(context)
-        return x + self.attention(self.norm_x(x), context, context, need_weights=False)[0]
+        return x + _attend(self.attention, self.norm_x(x), self.norm_context(context))
+
+
+def _attend(attention: nn.MultiheadAttention, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """``attention(x, context, context)[0]`` for batch-first ``(N, L, C)`` and ``(N, M, C)``.
+
+    ``nn.MultiheadAttention`` moves its inputs to (L, N, C) and back, copies
+    that cost it about as much CPU time as the attention itself with these
+    narrow heads; its weights are applied here to heads taken as strided views.
+    """
+    heads = attention.num_heads
+    q, k, v = (F.linear(t, w, b).unflatten(-1, (heads, -1)).transpose(1, 2)
+               for t, w, b in zip((x, context, context), attention.in_proj_weight.chunk(3), attention.in_proj_bias.chunk(3)))
+    return attention.out_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
 
 
 class _FeedForward(nn.Module):
@@ -281,8 +293,8 @@ class _MaskDecoder(nn.Module):
         h = decoded[self.stages[0]].repeat_interleave(k, dim=0)
         for i, stage in enumerate(self.stages):
             if i:
-                skip = decoded[stage].repeat_interleave(k, dim=0)
-                h = self.blocks[i - 1](torch.cat([self.up[i - 1](h), skip], dim=1))
+                # The skip features are the same for the K masks of an image: their share is computed once.
+                h = self.blocks[i - 1].forward_shared(self.up[i - 1](h), decoded[stage])
             h, refined = self.fusion[i](h, tokens[i].flatten(0, 1))
         pixels = self.pixel_norm(decoded[0])  # (B, C_0, X, Y, Z)
         weights = self.classifier(refined.mean(dim=1)).unflatten(0, (b, k))  # (B, K, C_0 + 1)
