@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 from scipy import ndimage
 
 __all__ = ["CONNECTIVITIES", "VoxelGraph", "build_graph", "segment_scales"]
@@ -33,6 +36,8 @@ CONNECTIVITIES = (6, 26)
 _DIRECTION_BITS = 4
 _MAX_VOXELS = 1 << (32 - _DIRECTION_BITS)
 _RADIX_BITS = 11
+# Edges ahead of the current one whose nodes are prefetched in the merge.
+_PREFETCH_DISTANCE = 16
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,31 @@ def _directions(connectivity: int) -> np.ndarray:
     if connectivity == 6:
         steps = [s for s in steps if sum(map(abs, s)) == 1]
     return np.array(steps, dtype=np.int64)
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Hint the CPU to load ``array[index]`` into cache (LLVM's prefetch; numba exposes none).
+
+    The merge visits nodes in edge-weight order, i.e. at random: each edge
+    costs a cache miss or two, and the union-find's dependent loads keep the
+    CPU from running far enough ahead to overlap them by itself.
+    """
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [index], wraparound=False)
+        byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0i8"
+        )
+        # Read access, high temporal locality, data cache.
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
 
 
 @numba.njit(cache=True, nogil=True)
@@ -146,13 +176,25 @@ def _unpack(
     edges: np.ndarray, offsets: np.ndarray, node: np.ndarray, u: np.ndarray, v: np.ndarray, weight: np.ndarray
 ) -> None:
     bits = weight.view(np.uint32)
-    for e in range(edges.size):
+    n_edges = edges.size
+    for e in range(n_edges):
+        if e + _PREFETCH_DISTANCE < n_edges:
+            _prefetch(node, np.int64((edges[e + _PREFETCH_DISTANCE] & np.uint64(0xFFFFFFFF)) >> np.uint64(4)))
         packed = edges[e]
         low = np.int64(packed & np.uint64(0xFFFFFFFF))
         voxel = low >> 4
         u[e] = node[voxel]
         v[e] = node[voxel + offsets[low & 15]]
         bits[e] = np.uint32(packed >> np.uint64(32))
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
+    """The smallest box holding every True voxel of ``mask`` (an empty box at the origin when none)."""
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1) if hit.size else slice(0, 0))
+    return tuple(box)
 
 
 def build_graph(
@@ -197,23 +239,40 @@ def build_graph(
     elif foreground.shape != image.shape:
         raise ValueError(f"foreground must have the image's shape {image.shape}, got {foreground.shape}")
     spacing = tuple(float(s) for s in spacing)
-    smoothed = np.asarray(image, dtype=np.float32)
+    foreground = np.ascontiguousarray(foreground, dtype=bool)
+    sigmas = [sigma_mm / s for s in spacing]
+    # Only the foreground's bounding box is segmented, and only that box plus
+    # the Gaussian's reach is smoothed: scipy's kernel spans
+    # int(4 * sigma + 0.5) voxels either side and filters axis by axis, so
+    # the box's values come out bit-identical to smoothing the whole volume.
+    box = _bounding_box(foreground)
+    reach = tuple(
+        slice(max(b.start - r, 0), min(b.stop + r, n))
+        for b, r, n in zip(box, (int(4.0 * s + 0.5) if sigma_mm > 0 else 0 for s in sigmas), image.shape)
+    )
+    smoothed = np.asarray(image[reach], dtype=np.float32)
     if sigma_mm > 0:
-        smoothed = ndimage.gaussian_filter(smoothed, [sigma_mm / s for s in spacing], mode="nearest")
+        smoothed = ndimage.gaussian_filter(smoothed, sigmas, mode="nearest")
+    inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, reach))
+    smoothed = np.ascontiguousarray(smoothed[inner])
+    foreground = np.ascontiguousarray(foreground[box])
     steps = _directions(connectivity)
     factors = np.array([min(spacing) / math.dist((0, 0, 0), s * np.array(spacing)) for s in steps], np.float32)
-    foreground = np.ascontiguousarray(foreground, dtype=bool)
     edges = np.empty(_count_edges(foreground, steps), np.uint64)
-    hist = _fill_edges(np.ascontiguousarray(smoothed), foreground, steps, factors, edges)
+    hist = _fill_edges(smoothed, foreground, steps, factors, edges)
     edges = _radix_sort(edges, hist)
-    nx, ny, nz = image.shape
+    nx, ny, nz = foreground.shape
     offsets = steps @ np.array([ny * nz, nz, 1], np.int64)
-    voxels = np.flatnonzero(foreground)
+    in_box = np.flatnonzero(foreground)
     node = np.zeros(foreground.size, np.uint32)
-    node[voxels] = np.arange(voxels.size, dtype=np.uint32)
+    node[in_box] = np.arange(in_box.size, dtype=np.uint32)
     u, v = np.empty(edges.size, np.uint32), np.empty(edges.size, np.uint32)
     weight = np.empty(edges.size, np.float32)
     _unpack(edges, offsets, node, u, v, weight)
+    # Box coordinates to the volume's flat index (C order is kept, so nodes
+    # stay numbered in the volume's raster order).
+    coords = np.unravel_index(in_box, foreground.shape)
+    voxels = np.ravel_multi_index(tuple(c + b.start for c, b in zip(coords, box)), image.shape)
     return VoxelGraph(shape=image.shape, spacing=spacing, u=u, v=v, weight=weight, voxels=voxels)
 
 
@@ -259,9 +318,13 @@ def _merge(
     # One pass of the FH criterion, then one pass that joins any component
     # still smaller than min_size to its cheapest neighbour. The second pass
     # only needs the edges the first one rejected (an edge inside a component
-    # stays inside), kept in order in `rejected`: typically a small fraction.
+    # stays inside), kept in order in `rejected`.
+    n_edges = weight.size
     n_rejected = 0
-    for e in range(weight.size):
+    for e in range(n_edges):
+        if e + _PREFETCH_DISTANCE < n_edges:
+            _prefetch(parent, u[e + _PREFETCH_DISTANCE])
+            _prefetch(parent, v[e + _PREFETCH_DISTANCE])
         a = _find(parent, u[e])
         b = _find(parent, v[e])
         if a == b:
@@ -274,7 +337,20 @@ def _merge(
             n_rejected += 1
     if min_size <= 1:
         return
+    # Components only grow, so a rejected edge between two components that
+    # already reach min_size can never join anything: drop those first (a
+    # third to a half of all edges) using one byte per node instead of two
+    # finds per edge.
+    small = np.empty(parent.size, np.bool_)
+    for i in range(parent.size):
+        small[i] = -parent[_find(parent, i)] < min_size
+    n_small = 0
     for i in range(n_rejected):
+        e = rejected[i]
+        if small[u[e]] or small[v[e]]:
+            rejected[n_small] = e
+            n_small += 1
+    for i in range(n_small):
         e = rejected[i]
         a = _find(parent, u[e])
         b = _find(parent, v[e])
