@@ -29,6 +29,8 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 from scipy import ndimage
 
+from mass_core.arrays import bounding_box
+
 __all__ = ["CONNECTIVITIES", "VoxelGraph", "build_graph", "segment_scales"]
 
 CONNECTIVITIES = (6, 26)
@@ -188,15 +190,6 @@ def _unpack(
         bits[e] = np.uint32(packed >> np.uint64(32))
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
-    """The smallest box holding every True voxel of ``mask`` (an empty box at the origin when none)."""
-    box = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1) if hit.size else slice(0, 0))
-    return tuple(box)
-
-
 def build_graph(
     image: np.ndarray,
     spacing: tuple[float, float, float],
@@ -245,7 +238,7 @@ def build_graph(
     # the Gaussian's reach is smoothed: scipy's kernel spans
     # int(4 * sigma + 0.5) voxels either side and filters axis by axis, so
     # the box's values come out bit-identical to smoothing the whole volume.
-    box = _bounding_box(foreground)
+    box = bounding_box(foreground)
     reach = tuple(
         slice(max(b.start - r, 0), min(b.stop + r, n))
         for b, r, n in zip(box, (int(4.0 * s + 0.5) if sigma_mm > 0 else 0 for s in sigmas), image.shape)
@@ -318,7 +311,10 @@ def _merge(
     # One pass of the FH criterion, then one pass that joins any component
     # still smaller than min_size to its cheapest neighbour. The second pass
     # only needs the edges the first one rejected (an edge inside a component
-    # stays inside), kept in order in `rejected`.
+    # stays inside), kept in order in `rejected`; and of those only the ones
+    # with a component below min_size when rejected: components only grow,
+    # so an edge between two that reach min_size can never join anything
+    # (this leaves out most of the third to half of all edges rejected).
     n_edges = weight.size
     n_rejected = 0
     for e in range(n_edges):
@@ -330,27 +326,17 @@ def _merge(
         if a == b:
             continue
         w = weight[e]
-        if w <= min(internal[a] + k / -parent[a], internal[b] + k / -parent[b]):
+        size_a, size_b = -parent[a], -parent[b]
+        if w <= min(internal[a] + k / size_a, internal[b] + k / size_b):
             _union(parent, internal, a, b, w)
-        else:
+        elif min(size_a, size_b) < min_size:
             rejected[n_rejected] = e
             n_rejected += 1
-    if min_size <= 1:
-        return
-    # Components only grow, so a rejected edge between two components that
-    # already reach min_size can never join anything: drop those first (a
-    # third to a half of all edges) using one byte per node instead of two
-    # finds per edge.
-    small = np.empty(parent.size, np.bool_)
-    for i in range(parent.size):
-        small[i] = -parent[_find(parent, i)] < min_size
-    n_small = 0
     for i in range(n_rejected):
-        e = rejected[i]
-        if small[u[e]] or small[v[e]]:
-            rejected[n_small] = e
-            n_small += 1
-    for i in range(n_small):
+        if i + _PREFETCH_DISTANCE < n_rejected:
+            ahead = rejected[i + _PREFETCH_DISTANCE]
+            _prefetch(parent, u[ahead])
+            _prefetch(parent, v[ahead])
         e = rejected[i]
         a = _find(parent, u[e])
         b = _find(parent, v[e])
