@@ -38,8 +38,9 @@ CONNECTIVITIES = (6, 26)
 _DIRECTION_BITS = 4
 _MAX_VOXELS = 1 << (32 - _DIRECTION_BITS)
 _RADIX_BITS = 11
-# Edges ahead of the current one whose nodes are prefetched in the merge.
-_PREFETCH_DISTANCE = 16
+# The merge prefetches the nodes of the edge this many edges ahead, and the
+# parents and internal differences of the nodes of the edge half as far.
+_PREFETCH_DISTANCE = 32
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,20 @@ def _union(parent: np.ndarray, internal: np.ndarray, a: np.int64, b: np.int64, w
     internal[a] = w
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_ahead(parent: np.ndarray, internal: np.ndarray, far: np.int64, near: np.int64) -> None:
+    # `far` is needed _PREFETCH_DISTANCE edges from now: fetch its entry.
+    # `near`, half as far, was fetched so earlier: its parent (or, for a
+    # root, its internal difference) is what the find will touch next.
+    _prefetch(parent, far)
+    p = parent[near]
+    if p >= 0:
+        _prefetch(parent, p)
+        _prefetch(internal, p)
+    else:
+        _prefetch(internal, near)
+
+
 @numba.njit(cache=True, nogil=True)
 def _merge(
     u: np.ndarray,
@@ -316,11 +331,12 @@ def _merge(
     # so an edge between two that reach min_size can never join anything
     # (this leaves out most of the third to half of all edges rejected).
     n_edges = weight.size
+    far, near = _PREFETCH_DISTANCE, _PREFETCH_DISTANCE // 2
     n_rejected = 0
     for e in range(n_edges):
-        if e + _PREFETCH_DISTANCE < n_edges:
-            _prefetch(parent, u[e + _PREFETCH_DISTANCE])
-            _prefetch(parent, v[e + _PREFETCH_DISTANCE])
+        if e + far < n_edges:
+            _prefetch_ahead(parent, internal, u[e + far], u[e + near])
+            _prefetch_ahead(parent, internal, v[e + far], v[e + near])
         a = _find(parent, u[e])
         b = _find(parent, v[e])
         if a == b:
@@ -333,10 +349,10 @@ def _merge(
             rejected[n_rejected] = e
             n_rejected += 1
     for i in range(n_rejected):
-        if i + _PREFETCH_DISTANCE < n_rejected:
-            ahead = rejected[i + _PREFETCH_DISTANCE]
-            _prefetch(parent, u[ahead])
-            _prefetch(parent, v[ahead])
+        if i + far < n_rejected:
+            e_far, e_near = rejected[i + far], rejected[i + near]
+            _prefetch_ahead(parent, internal, u[e_far], u[e_near])
+            _prefetch_ahead(parent, internal, v[e_far], v[e_near])
         e = rejected[i]
         a = _find(parent, u[e])
         b = _find(parent, v[e])
