@@ -234,6 +234,9 @@ def build_graph(
         raise ValueError(f"foreground must have the image's shape {image.shape}, got {foreground.shape}")
     spacing = tuple(float(s) for s in spacing)
     foreground = np.ascontiguousarray(foreground, dtype=bool)
+    # The box holds every foreground voxel and keeps C order: nodes are
+    # numbered alike in the box and in the volume.
+    voxels = np.flatnonzero(foreground)
     sigmas = [sigma_mm / s for s in spacing]
     # Only the foreground's bounding box is segmented, and only that box plus
     # the Gaussian's reach is smoothed: scipy's kernel spans
@@ -249,24 +252,19 @@ def build_graph(
         smoothed = ndimage.gaussian_filter(smoothed, sigmas, mode="nearest")
     inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, reach))
     smoothed = np.ascontiguousarray(smoothed[inner])
-    foreground = np.ascontiguousarray(foreground[box])
+    box_foreground = np.ascontiguousarray(foreground[box])
     steps = _directions(connectivity)
     factors = np.array([min(spacing) / math.dist((0, 0, 0), s * np.array(spacing)) for s in steps], np.float32)
-    edges = np.empty(_count_edges(foreground, steps), np.uint64)
-    hist = _fill_edges(smoothed, foreground, steps, factors, edges)
+    edges = np.empty(_count_edges(box_foreground, steps), np.uint64)
+    hist = _fill_edges(smoothed, box_foreground, steps, factors, edges)
     edges = _radix_sort(edges, hist)
-    nx, ny, nz = foreground.shape
+    nx, ny, nz = box_foreground.shape
     offsets = steps @ np.array([ny * nz, nz, 1], np.int64)
-    in_box = np.flatnonzero(foreground)
-    node = np.zeros(foreground.size, np.uint32)
-    node[in_box] = np.arange(in_box.size, dtype=np.uint32)
+    node = np.zeros(box_foreground.size, np.uint32)
+    node[box_foreground.reshape(-1)] = np.arange(voxels.size, dtype=np.uint32)
     u, v = np.empty(edges.size, np.uint32), np.empty(edges.size, np.uint32)
     weight = np.empty(edges.size, np.float32)
     _unpack(edges, offsets, node, u, v, weight)
-    # Box coordinates to the volume's flat index (C order is kept, so nodes
-    # stay numbered in the volume's raster order).
-    coords = np.unravel_index(in_box, foreground.shape)
-    voxels = np.ravel_multi_index(tuple(c + b.start for c, b in zip(coords, box)), image.shape)
     return VoxelGraph(shape=image.shape, spacing=spacing, u=u, v=v, weight=weight, voxels=voxels)
 
 
