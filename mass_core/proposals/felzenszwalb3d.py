@@ -11,9 +11,10 @@ runs the union-find merge per scale. The sort is an exact LSD radix sort of
 the float32 weight bits (non-negative IEEE floats order like their bit
 patterns); ties keep the voxel-then-direction order, so results are
 deterministic. The merge is bound by random memory access into the
-union-find arrays, so nodes are numbered over the foreground only: the
+union-find arrays, so nodes are numbered over the foreground only (the
 arrays shrink with the body's share of the volume and stay cache-resident
-longer.
+longer), and the merge prefetches the nodes of the edges ahead. Only the
+foreground's bounding box is smoothed and turned into edges.
 """
 
 from __future__ import annotations
