@@ -327,8 +327,7 @@ def _merge(
     # only needs the edges the first one rejected (an edge inside a component
     # stays inside), kept in order in `rejected`; and of those only the ones
     # with a component below min_size when rejected: components only grow,
-    # so an edge between two that reach min_size can never join anything
-    # (this leaves out most of the third to half of all edges rejected).
+    # so an edge between two that reach min_size can never join anything.
     n_edges = weight.size
     far, near = _PREFETCH_DISTANCE, _PREFETCH_DISTANCE // 2
     n_rejected = 0
