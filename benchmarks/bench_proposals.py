@@ -4,19 +4,25 @@ Volumes: the MNI152 T1 template shipped inside nilearn (1 mm, cropped and
 padded to 160 x 192 x 192, normalised like the pipeline's MR branch), a
 CT-like phantom of the same size at 1.5 mm, and the phantom dataset's
 default case. Prints per volume: Mvoxel/s of the 3D Felzenszwalb merge per
-scale and of the whole case (all scales, body mask, filters, dedup, table),
-the same for scikit-image's per-slice felzenszwalb and the ratio, and the
-rate of random 128^3 crop reads of the label maps (training tasks, which
+scale, the same for scikit-image's per-slice felzenszwalb and the ratio, and
+the rate of random 128^3 crop reads of the label maps (training tasks, which
 count and paint proposals from the runs: ``benchmarks/bench_loader.py``).
-With ``--quality N``, also the proposal recall of each generator on the
-first N default phantom cases (connected structures of 2 cm^3 or more).
+
+Whole case (all scales, body mask, graph, filters, dedup, table): this tree
+against ``--baseline`` (a git revision; default the code before the fast
+path), each in its own process with that revision's ``mass_core``, in
+alternating rounds; prints best and median Mvoxel/s beside the target, the
+new/old ratio and whether both produced the same proposals. With
+``--quality N``, also the proposal recall of each generator on the first N
+default phantom cases (connected structures of 2 cm^3 or more).
 
 Usage::
 
-    NUMBA_NUM_THREADS=1 python benchmarks/bench_proposals.py [--repeats 2] [--quality 8] [--json out.json]
+    NUMBA_NUM_THREADS=1 python benchmarks/bench_proposals.py [--repeats 2] [--rounds 3] [--case-only]
+        [--baseline REV] [--quality 8] [--json out.json]
 
-Timings are process CPU seconds (one thread), the best of ``--repeats``
-runs, so that other jobs on a shared machine count less.
+Timings are process CPU seconds (one thread), so that other jobs on a shared
+machine count less; per-scale figures are the best of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -27,8 +33,13 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -44,6 +55,11 @@ from mass_core.proposals.store import ProposalSet, ProposalStore, ids_by_scale, 
 
 SHAPE = (160, 192, 192)
 CROP = 128
+TARGET_MVOX_S = 3.0
+# The last revision before the whole-case fast path (prefetching merge,
+# small-component pass over the edges that can still join, bounding-box graph).
+BASELINE = "1bd54c2"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _fit(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -101,7 +117,6 @@ def bench_volume(name: str, image: np.ndarray, spacing: tuple[float, float, floa
         for k in params.scales_mm3
     }
     t_graph = best_time(lambda: build_graph(image, spacing, sigma_mm=params.sigma_mm, foreground=fg), repeats)
-    t_case = best_time(lambda: generate_proposals(image, spacing, params, name), repeats)
     voxel_mm3 = float(np.prod(spacing))
     sigma_px = params.sigma_mm / float(np.sqrt(spacing[0] * spacing[1]))
     k_mid = params.scales_mm3[len(params.scales_mm3) // 2]
@@ -126,8 +141,6 @@ def bench_volume(name: str, image: np.ndarray, spacing: tuple[float, float, floa
         "fh3d_graph_s": t_graph,
         "fh3d_per_scale_s": {str(k): t for k, t in per_scale.items()},
         "fh3d_mvox_s_per_scale_median": fh_scale,
-        "fh3d_case_s": t_case,
-        "fh3d_mvox_s_per_case": mvox / t_case,
         "skimage_slices_per_scale_s": t_skimage,
         "skimage_mvox_s_per_scale": mvox / t_skimage,
         "ratio_fh3d_vs_skimage_per_scale": fh_scale / (mvox / t_skimage),
@@ -162,6 +175,83 @@ def bench_reads(image: np.ndarray, proposals: ProposalSet, n_reads: int = 60) ->
         "proposals_present_per_crop": float(np.mean(counts)),
         "reads_per_s_label_maps": n_reads / t_labels,
     }
+
+
+def warm_up() -> None:
+    """Numba compiles (or loads its cache) on first use; keep that out of the timings."""
+    warm = phantom_volume_of(make_phantom(0, PhantomParams(shape=(24, 24, 24))))
+    generate_proposals(*warm, ProposalParams(min_foreground_mm3=0), "warm-up")
+
+
+def case_worker(volume: Path, repeats: int) -> None:
+    """Time ``generate_proposals`` on a saved volume with whichever ``mass_core`` is on the path; print JSON."""
+    warm_up()
+    with np.load(volume) as data:
+        image, spacing = data["image"], tuple(float(s) for s in data["spacing"])
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        proposals = generate_proposals(image, spacing, ProposalParams(), volume.stem)
+        times.append(time.process_time() - start)
+    digest = hashlib.sha256(proposals.label_maps.tobytes())
+    digest.update(proposals.table.to_csv(index=False).encode())
+    print(json.dumps({"times": times, "digest": digest.hexdigest(), "n_proposals": len(proposals.table)}))
+
+
+def _baseline_tree(revision: str, into: Path) -> Path:
+    # `git archive` of the baseline's package: its own numba cache lands there too.
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "mass_core"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def compare_whole_case(
+    volumes: dict[str, tuple[np.ndarray, tuple[float, float, float]]], baseline: str, rounds: int, repeats: int
+) -> list[dict]:
+    """Whole-case CPU time of this tree ("new") and of ``baseline`` ("old"), alternating by round."""
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = {"new": REPO, "old": _baseline_tree(baseline, Path(tmp) / "baseline")}
+        paths = {}
+        for name, (image, spacing) in volumes.items():
+            paths[name] = Path(tmp) / f"{name}.npz"
+            np.savez(paths[name], image=image, spacing=np.array(spacing))
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for _ in range(rounds):
+            for version, root in roots.items():
+                for name, path in paths.items():
+                    env = {**os.environ, "PYTHONPATH": str(root)}
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--case-worker", str(path), "--repeats", str(repeats)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                        env=env,
+                        cwd=tmp,
+                    ).stdout
+                    runs.setdefault((name, version), []).append(json.loads(out.strip().splitlines()[-1]))
+    rows = []
+    for name, (image, _) in volumes.items():
+        row: dict = {"volume": name, "mvox": image.size / 1e6}
+        for version in roots:
+            times = [t for run in runs[(name, version)] for t in run["times"]]
+            row[version] = {
+                "seconds_best": min(times),
+                "seconds_median": statistics.median(times),
+                "mvox_s_best": image.size / 1e6 / min(times),
+                "mvox_s_median": image.size / 1e6 / statistics.median(times),
+                "n_proposals": runs[(name, version)][0]["n_proposals"],
+            }
+        digests = {run["digest"] for version in roots for run in runs[(name, version)]}
+        row["identical"] = len(digests) == 1
+        row["ratio_best"] = row["new"]["mvox_s_best"] / row["old"]["mvox_s_best"]
+        row["ratio_median"] = row["new"]["mvox_s_median"] / row["old"]["mvox_s_median"]
+        rows.append(row)
+    return rows
 
 
 def bench_quality(n_cases: int) -> list[dict]:
@@ -209,12 +299,17 @@ def bench_quality(n_cases: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating new/old rounds of the whole-case timing")
+    parser.add_argument("--baseline", default=BASELINE, help="git revision the whole case is compared against")
+    parser.add_argument("--case-only", action="store_true", help="only the whole-case comparison")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--quality", type=int, default=0, metavar="N", help="also measure recall on N phantom cases")
+    parser.add_argument("--case-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # Numba compiles (or loads its cache) on first use; keep that out of the timings.
-    warm = phantom_volume_of(make_phantom(0, PhantomParams(shape=(24, 24, 24))))
-    generate_proposals(*warm, ProposalParams(min_foreground_mm3=0), "warm-up")
+    if args.case_worker:
+        case_worker(args.case_worker, args.repeats)
+        return
+    warm_up()
     volumes = {
         "mni152_t1": mni_volume(),
         "phantom_160x192x192_1.5mm": phantom_volume_of(
@@ -222,21 +317,33 @@ def main() -> None:
         ),
         "phantom_default": phantom_volume_of(make_phantom(0, PhantomParams())),
     }
-    results = [bench_volume(name, image, spacing, args.repeats) for name, (image, spacing) in volumes.items()]
     print(f"NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']}, defaults {ProposalParams().to_dict()}")
+    cases = compare_whole_case(volumes, args.baseline, args.rounds, args.repeats)
+    print(f"whole case, CPU s of one thread, {args.rounds} rounds x {args.repeats} runs, old = {args.baseline}:")
+    for c in cases:
+        new, old = c["new"], c["old"]
+        print(
+            f"{c['volume']:>26} {c['mvox']:.2f} Mvox: new {new['mvox_s_best']:.2f} Mvox/s best "
+            f"({new['seconds_best']:.2f} s), {new['mvox_s_median']:.2f} median | old {old['mvox_s_best']:.2f} best "
+            f"({old['seconds_best']:.2f} s), {old['mvox_s_median']:.2f} median | new/old {c['ratio_best']:.2f}x best, "
+            f"{c['ratio_median']:.2f}x median | target {TARGET_MVOX_S:g} Mvox/s: "
+            f"{'met' if new['mvox_s_median'] >= TARGET_MVOX_S else 'NOT met'} (median) | "
+            f"{new['n_proposals']} proposals, {'identical' if c['identical'] else 'DIFFERENT'} to old"
+        )
+    results = [] if args.case_only else [bench_volume(n, image, sp, args.repeats) for n, (image, sp) in volumes.items()]
     for r in results:
         print(
             f"{r['volume']:>26} {tuple(r['shape'])}: fh3d {r['fh3d_mvox_s_per_scale_median']:.2f} Mvox/s per scale "
-            f"(graph {r['fh3d_graph_s']:.2f} s), whole case {r['fh3d_case_s']:.2f} s = "
-            f"{r['fh3d_mvox_s_per_case']:.2f} Mvox/s, {r['n_proposals']} proposals | skimage per slice "
+            f"(graph {r['fh3d_graph_s']:.2f} s), {r['n_proposals']} proposals | skimage per slice "
             f"{r['skimage_mvox_s_per_scale']:.2f} Mvox/s per scale, ratio {r['ratio_fh3d_vs_skimage_per_scale']:.1f}x "
             f"(slicewise case {r['slicewise_case_s']:.1f} s) | reads {tuple(r['crop'])}: "
             f"{r['reads_per_s_label_maps']:.0f}/s label maps ({r['proposals_present_per_crop']:.0f} proposals present), "
             f"store {r['store_mb']:.1f} MB "
             f"(raw {r['raw_label_maps_mb']:.0f} MB)"
         )
-    median = statistics.median(r["fh3d_mvox_s_per_scale_median"] for r in results)
-    print(f"median fh3d Mvox/s per scale over volumes: {median:.2f}")
+    if results:
+        median = statistics.median(r["fh3d_mvox_s_per_scale_median"] for r in results)
+        print(f"median fh3d Mvox/s per scale over volumes: {median:.2f}")
     quality = bench_quality(args.quality) if args.quality else []
     for q in quality:
         print(
@@ -245,7 +352,7 @@ def main() -> None:
             f"recall@0.7 {q['recall_dice70']:.2f}, {q['seconds_per_case']:.1f} CPU s/case"
         )
     if args.json:
-        args.json.write_text(json.dumps({"speed": results, "quality": quality}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"whole_case": cases, "speed": results, "quality": quality}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

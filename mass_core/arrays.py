@@ -1,13 +1,14 @@
-"""Array operations shared by the stages: padded crops and the largest connected component."""
+"""Array operations shared by the stages: padded crops, bounding boxes and the largest connected component."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
+from monai.transforms.utils import generate_spatial_bounding_box
 from scipy import ndimage
 
-__all__ = ["crop_padded", "largest_component"]
+__all__ = ["bounding_box", "crop_padded", "largest_component"]
 
 
 def crop_padded(array: Any, start: Sequence[int], size: Sequence[int], pad_value: float = 0) -> np.ndarray | None:
@@ -57,3 +58,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     return components == int(sizes.argmax())
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every True voxel of ``mask``; empty at the origin when none."""
+    start, end = generate_spatial_bounding_box(mask[None], allow_smaller=True)
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(start, end))

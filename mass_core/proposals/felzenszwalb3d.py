@@ -11,9 +11,10 @@ runs the union-find merge per scale. The sort is an exact LSD radix sort of
 the float32 weight bits (non-negative IEEE floats order like their bit
 patterns); ties keep the voxel-then-direction order, so results are
 deterministic. The merge is bound by random memory access into the
-union-find arrays, so nodes are numbered over the foreground only: the
+union-find arrays, so nodes are numbered over the foreground only (the
 arrays shrink with the body's share of the volume and stay cache-resident
-longer.
+longer), and the merge prefetches the nodes of the edges ahead. Only the
+foreground's bounding box is smoothed and turned into edges.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 from scipy import ndimage
+
+from mass_core.arrays import bounding_box
 
 __all__ = ["CONNECTIVITIES", "VoxelGraph", "build_graph", "segment_scales"]
 
@@ -33,6 +39,9 @@ CONNECTIVITIES = (6, 26)
 _DIRECTION_BITS = 4
 _MAX_VOXELS = 1 << (32 - _DIRECTION_BITS)
 _RADIX_BITS = 11
+# The merge prefetches the nodes of the edge this many edges ahead, and the
+# parents and internal differences of the nodes of the edge half as far.
+_PREFETCH_DISTANCE = 32
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,31 @@ def _directions(connectivity: int) -> np.ndarray:
     if connectivity == 6:
         steps = [s for s in steps if sum(map(abs, s)) == 1]
     return np.array(steps, dtype=np.int64)
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Hint the CPU to load ``array[index]`` into cache (LLVM's prefetch; numba exposes none).
+
+    The merge visits nodes in edge-weight order, i.e. at random: each edge
+    costs a cache miss or two, and the union-find's dependent loads keep the
+    CPU from running far enough ahead to overlap them by itself.
+    """
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [index], wraparound=False)
+        byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0i8"
+        )
+        # Read access, high temporal locality, data cache.
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
 
 
 @numba.njit(cache=True, nogil=True)
@@ -146,7 +180,10 @@ def _unpack(
     edges: np.ndarray, offsets: np.ndarray, node: np.ndarray, u: np.ndarray, v: np.ndarray, weight: np.ndarray
 ) -> None:
     bits = weight.view(np.uint32)
-    for e in range(edges.size):
+    n_edges = edges.size
+    for e in range(n_edges):
+        if e + _PREFETCH_DISTANCE < n_edges:
+            _prefetch(node, np.int64((edges[e + _PREFETCH_DISTANCE] & np.uint64(0xFFFFFFFF)) >> np.uint64(4)))
         packed = edges[e]
         low = np.int64(packed & np.uint64(0xFFFFFFFF))
         voxel = low >> 4
@@ -197,20 +234,35 @@ def build_graph(
     elif foreground.shape != image.shape:
         raise ValueError(f"foreground must have the image's shape {image.shape}, got {foreground.shape}")
     spacing = tuple(float(s) for s in spacing)
-    smoothed = np.asarray(image, dtype=np.float32)
+    foreground = np.ascontiguousarray(foreground, dtype=bool)
+    # The box holds every foreground voxel and keeps C order: nodes are
+    # numbered alike in the box and in the volume.
+    voxels = np.flatnonzero(foreground)
+    sigmas = [sigma_mm / s for s in spacing]
+    # Only the foreground's bounding box is segmented, and only that box plus
+    # the Gaussian's reach is smoothed: scipy's kernel spans
+    # int(4 * sigma + 0.5) voxels either side and filters axis by axis, so
+    # the box's values come out bit-identical to smoothing the whole volume.
+    box = bounding_box(foreground)
+    reach = tuple(
+        slice(max(b.start - r, 0), min(b.stop + r, n))
+        for b, r, n in zip(box, (int(4.0 * s + 0.5) if sigma_mm > 0 else 0 for s in sigmas), image.shape)
+    )
+    smoothed = np.asarray(image[reach], dtype=np.float32)
     if sigma_mm > 0:
-        smoothed = ndimage.gaussian_filter(smoothed, [sigma_mm / s for s in spacing], mode="nearest")
+        smoothed = ndimage.gaussian_filter(smoothed, sigmas, mode="nearest")
+    inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, reach))
+    smoothed = np.ascontiguousarray(smoothed[inner])
+    box_foreground = np.ascontiguousarray(foreground[box])
     steps = _directions(connectivity)
     factors = np.array([min(spacing) / math.dist((0, 0, 0), s * np.array(spacing)) for s in steps], np.float32)
-    foreground = np.ascontiguousarray(foreground, dtype=bool)
-    edges = np.empty(_count_edges(foreground, steps), np.uint64)
-    hist = _fill_edges(np.ascontiguousarray(smoothed), foreground, steps, factors, edges)
+    edges = np.empty(_count_edges(box_foreground, steps), np.uint64)
+    hist = _fill_edges(smoothed, box_foreground, steps, factors, edges)
     edges = _radix_sort(edges, hist)
-    nx, ny, nz = image.shape
+    nx, ny, nz = box_foreground.shape
     offsets = steps @ np.array([ny * nz, nz, 1], np.int64)
-    voxels = np.flatnonzero(foreground)
-    node = np.zeros(foreground.size, np.uint32)
-    node[voxels] = np.arange(voxels.size, dtype=np.uint32)
+    node = np.zeros(box_foreground.size, np.uint32)
+    node[box_foreground.reshape(-1)] = np.arange(voxels.size, dtype=np.uint32)
     u, v = np.empty(edges.size, np.uint32), np.empty(edges.size, np.uint32)
     weight = np.empty(edges.size, np.float32)
     _unpack(edges, offsets, node, u, v, weight)
@@ -245,6 +297,20 @@ def _union(parent: np.ndarray, internal: np.ndarray, a: np.int64, b: np.int64, w
     internal[a] = w
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_ahead(parent: np.ndarray, internal: np.ndarray, far: np.int64, near: np.int64) -> None:
+    # `far` is needed _PREFETCH_DISTANCE edges from now: fetch its entry.
+    # `near`, half as far, was fetched so earlier: its parent (or, for a
+    # root, its internal difference) is what the find will touch next.
+    _prefetch(parent, far)
+    p = parent[near]
+    if p >= 0:
+        _prefetch(parent, p)
+        _prefetch(internal, p)
+    else:
+        _prefetch(internal, near)
+
+
 @numba.njit(cache=True, nogil=True)
 def _merge(
     u: np.ndarray,
@@ -259,22 +325,32 @@ def _merge(
     # One pass of the FH criterion, then one pass that joins any component
     # still smaller than min_size to its cheapest neighbour. The second pass
     # only needs the edges the first one rejected (an edge inside a component
-    # stays inside), kept in order in `rejected`: typically a small fraction.
+    # stays inside), kept in order in `rejected`; and of those only the ones
+    # with a component below min_size when rejected: components only grow,
+    # so an edge between two that reach min_size can never join anything.
+    n_edges = weight.size
+    far, near = _PREFETCH_DISTANCE, _PREFETCH_DISTANCE // 2
     n_rejected = 0
-    for e in range(weight.size):
+    for e in range(n_edges):
+        if e + far < n_edges:
+            _prefetch_ahead(parent, internal, u[e + far], u[e + near])
+            _prefetch_ahead(parent, internal, v[e + far], v[e + near])
         a = _find(parent, u[e])
         b = _find(parent, v[e])
         if a == b:
             continue
         w = weight[e]
-        if w <= min(internal[a] + k / -parent[a], internal[b] + k / -parent[b]):
+        size_a, size_b = -parent[a], -parent[b]
+        if w <= min(internal[a] + k / size_a, internal[b] + k / size_b):
             _union(parent, internal, a, b, w)
-        else:
+        elif min(size_a, size_b) < min_size:
             rejected[n_rejected] = e
             n_rejected += 1
-    if min_size <= 1:
-        return
     for i in range(n_rejected):
+        if i + far < n_rejected:
+            e_far, e_near = rejected[i + far], rejected[i + near]
+            _prefetch_ahead(parent, internal, u[e_far], u[e_near])
+            _prefetch_ahead(parent, internal, v[e_far], v[e_near])
         e = rejected[i]
         a = _find(parent, u[e])
         b = _find(parent, v[e])

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from mass_core.arrays import largest_component
+from mass_core.arrays import bounding_box, largest_component
 from mass_core.config_section import from_section
 from mass_core.errors import CaseError
 from mass_core.proposals.felzenszwalb3d import CONNECTIVITIES, build_graph, segment_scales
@@ -258,6 +258,10 @@ def generate_proposals(
                 f"below min_foreground_mm3={params.min_foreground_mm3:g}",
             )
     maps = _segment(image, spacing, fg, params)
+    # Labels are 0 outside the body, so counts, overlaps and renumbering only
+    # need its bounding box (about half the volume on CT).
+    box = (slice(None),) + (tuple(slice(0, n) for n in image.shape) if fg is None else bounding_box(fg))
+    maps = np.ascontiguousarray(maps[box])
     voxels = []
     for s in range(maps.shape[0]):
         counts = np.bincount(maps[s].ravel())
@@ -273,11 +277,11 @@ def generate_proposals(
             f"no proposals: no segment at scales {list(params.scales_mm3)} lies within "
             f"[{params.min_volume_mm3:g}, {params.max_volume_mm3:g}] mm^3",
         )
-    out = np.empty(maps.shape, label_dtype(max(n_kept)))
+    out = np.zeros((maps.shape[0],) + image.shape, label_dtype(max(n_kept)))
     for s, k in enumerate(keep):
         lut = np.zeros(k.size, out.dtype)
         lut[k] = np.arange(1, n_kept[s] + 1)
-        out[s] = lut[maps[s]]
+        out[s][box[1:]] = lut[maps[s]]
     return ProposalSet.from_label_maps(
         case_id, spacing, out, [params.generator] * len(n_kept), list(params.scales_mm3)
     )

@@ -58,17 +58,23 @@ def _region_stats(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     lo = np.empty((n + 1, 3), np.int64)
     hi = np.zeros((n + 1, 3), np.int64)
     lo[:, 0], lo[:, 1], lo[:, 2] = nx, ny, nz
+    # One update per run of equal labels along Z (label maps are mostly long
+    # runs), not per voxel.
     for x in range(nx):
         for y in range(ny):
-            for z in range(nz):
-                v = labels[x, y, z]
-                voxels[v] += 1
+            start = 0
+            for z in range(1, nz + 1):
+                if z < nz and labels[x, y, z] == labels[x, y, start]:
+                    continue
+                v = labels[x, y, start]
+                voxels[v] += z - start
                 lo[v, 0] = min(lo[v, 0], x)
                 lo[v, 1] = min(lo[v, 1], y)
-                lo[v, 2] = min(lo[v, 2], z)
+                lo[v, 2] = min(lo[v, 2], start)
                 hi[v, 0] = max(hi[v, 0], x + 1)
                 hi[v, 1] = max(hi[v, 1], y + 1)
-                hi[v, 2] = max(hi[v, 2], z + 1)
+                hi[v, 2] = max(hi[v, 2], z)
+                start = z
     bbox = np.zeros((n + 1, 6), np.int64)
     for v in range(n + 1):
         if voxels[v] > 0:

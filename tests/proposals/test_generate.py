@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mass_core.errors import CaseError
@@ -42,6 +43,28 @@ def test_generates_organ_proposals(generator):
     assert (maps[:, image < -2] == 0).all()  # air is never a proposal
     volumes = proposals.table["volume_mm3"]
     assert volumes.min() >= 50.0 and volumes.max() <= 1e5
+
+
+def test_proposals_do_not_depend_on_the_air_around_the_body():
+    # Graph, counts, dedup and renumbering run over the body's bounding box:
+    # more air around it must give the same proposals and ids, only shifted.
+    image = body_with_organs()
+    params = ProposalParams(
+        scales_mm3=(0.5, 5.0, 50.0), sigma_mm=0.5, min_volume_mm3=30.0, max_volume_mm3=1e5,
+        foreground_threshold=-1.5,
+    )
+    pad = ((5, 2), (0, 7), (3, 3))
+    padded = np.pad(image, pad, constant_values=-3.0)
+    plain = generate_proposals(image, SPACING, params, "case")
+    shifted = generate_proposals(padded, SPACING, params, "case")
+    inner = (slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(pad, image.shape))
+    np.testing.assert_array_equal(shifted.label_maps[inner], plain.label_maps)
+    assert shifted.label_maps.astype(bool).sum() == plain.label_maps.astype(bool).sum()  # nothing in the added air
+    table = shifted.table.copy()
+    for axis, (lo, _) in zip("xyz", pad):
+        table[[f"{axis}0", f"{axis}1"]] -= lo
+    assert len(plain.table) > 50
+    pd.testing.assert_frame_equal(table, plain.table)
 
 
 def test_near_duplicates_across_scales_are_dropped_largest_first():

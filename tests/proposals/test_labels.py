@@ -17,6 +17,19 @@ def test_region_stats_counts_and_boxes():
     np.testing.assert_array_equal(stats.bbox[3], [5, 6, 0, 1, 3, 4])
 
 
+def test_region_stats_match_numpy_on_runs_and_single_voxels():
+    rng = np.random.default_rng(2)
+    # Runs along Z of random length, with single voxels between them.
+    labels = np.repeat(rng.integers(0, 6, size=(9, 8, 12)), rng.integers(1, 4, size=12), axis=2)[:, :, :20]
+    labels[rng.random(labels.shape) < 0.1] = 7
+    stats = region_stats(labels.astype(np.uint8))
+    np.testing.assert_array_equal(stats.voxels, np.bincount(labels.ravel(), minlength=8))
+    for v in range(8):
+        where = np.nonzero(labels == v)
+        expected = [b for axis in where for b in (axis.min(), axis.max() + 1)] if where[0].size else [0] * 6
+        np.testing.assert_array_equal(stats.bbox[v], expected, err_msg=f"label {v}")
+
+
 @pytest.mark.parametrize("shape", [(7, 6, 5), (40, 30)])
 def test_pair_counts_matches_unique(shape):
     rng = np.random.default_rng(1)
