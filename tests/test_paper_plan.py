@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 import sys
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mass_core.datasets import list_cases
+from mass_core.manifest import read_case_table
 from test_workflow import REPO, snakemake
 
 sys.path.insert(0, str(Path(__file__).parent / "recipes"))
@@ -69,3 +72,21 @@ def test_paper_config_without_data_root_stops_with_one_line(tmp_path, monkeypatc
     result = snakemake("-n", "all", "--configfile", str(REPO / "config" / "paper.yaml"), cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert "have roots under {data_root}, which is not set: pass --config data_root=/path/to/datasets or set MASS_DATA_ROOT" in result.stderr
+
+
+def _shape(case_id: str) -> str:
+    """A case id's form: every digit a 9, every letter an A (``case_00002`` -> ``AAAA_99999``)."""
+    return re.sub(r"[A-Za-z]", "A", re.sub(r"\d", "9", case_id))
+
+
+def test_recipes_name_cases_as_the_shipped_split_tables_do(tmp_path):
+    # The split tables rename the official lists to the recipes' ids; a recipe naming its cases
+    # otherwise would leave every case to the seeded split without a word.
+    _write_mimics(tmp_path)
+    for name, spec in PAPER["datasets"].items():
+        if "split_table" not in spec:
+            continue
+        entry = {**spec, "root": spec["root"].replace("{data_root}", str(tmp_path))}
+        listed = {_shape(case.case_id) for case in list_cases(entry)}
+        shipped = {_shape(case_id) for case_id in read_case_table(REPO / spec["split_table"])["case_id"]}
+        assert listed <= shipped, (name, sorted(listed - shipped))
