@@ -57,7 +57,7 @@ def _long(table: pd.DataFrame, setting: pd.Series, metrics: dict[str, str]) -> p
                       "n_seeds": table["n_seeds"]})
         for metric, column in metrics.items()
     ]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_LONG_COLUMNS[:-1])
+    return pd.concat(frames, ignore_index=True)
 
 
 def _with_published(long: pd.DataFrame, published: pd.DataFrame, name: str) -> pd.DataFrame:
