@@ -19,7 +19,7 @@ is steadier when other jobs share the cores. Each method's steps are also
 profiled once more to sum the time spent inside convolution kernels:
 ``conv_bound_samples_per_s`` is the rate with everything else free, so
 ``conv_bound_speedup`` (over the baseline) is the most any change that keeps
-the model's convolutions, their sizes and the float32 results can give.
+the model's convolutions and oneDNN's float32 kernels for them can give.
 
 On CPU the paper-sized model runs on a reduced crop and batch (printed), as
 128^3 x 4 tasks x 13 masks does not fit a CPU budget.
