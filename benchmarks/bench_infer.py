@@ -4,7 +4,8 @@ The scan and the reference are CT-like phantoms (:mod:`mass_core.phantom`) of
 a chest CT's grid: 512 x 512 x 61 voxels of 0.7 x 0.7 x 5 mm. The checkpoint
 has the demo's model (``config/config.yaml``: encoder channels 8-16-32-64,
 prototypes) with random weights, which cost what trained ones do, and records
-the demo's standardization (2.5 mm), as a pretraining run now writes it;
+the demo's standardization (2.5 mm) and training crop (32^3), as a
+pretraining run now writes them;
 ``--checkpoint`` takes a real ``final.pt`` instead.
 
 Every run is the command line in a fresh process, imports included, as a user
@@ -39,6 +40,7 @@ import yaml
 from mass_core.models.incontext import InContextConfig, InContextSegmenter
 from mass_core.phantom import PhantomParams, make_phantom
 from mass_core.pretrain.checkpoint import TrainingState, save_checkpoint
+from mass_core.pretrain.sampler import SamplerConfig
 from mass_core.standardize import StandardizeParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,11 +69,13 @@ def write_inputs(folder: Path) -> dict[str, Path]:
     model = InContextConfig.from_config(config["pretrain"]["encoder"], config["pretrain"]["mass"]["model"])
     section = {k: v for k, v in config["standardize"].items() if k not in StandardizeParams.OUTSIDE_KEYS}
     params = json.loads(json.dumps(dataclasses.asdict(StandardizeParams.from_config(section))))
+    crop = SamplerConfig.from_dict(config["pretrain"]["mass"]["sampler"]).crop_size
     torch.manual_seed(0)
     weights = InContextSegmenter(model).state_dict()
     save_checkpoint(paths["checkpoint"], TrainingState(
         method="mass", model_config=model.to_dict(), train_config={}, step=0, model=weights, ema=weights, ema_updates=0,
-        optimizer={}, scheduler={}, metrics=[], standardization=[{"modality": "CT", "params": params, "cases": 34}]))
+        optimizer={}, scheduler={}, metrics=[], standardization=[{"modality": "CT", "params": params, "cases": 34}],
+        crop_size=list(crop)))
     return paths
 
 
@@ -87,7 +91,7 @@ def run_infer(code: Path, paths: dict[str, Path], checkpoint: Path, out_dir: Pat
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise SystemExit(f"{code}: infer failed: {done.stderr.strip().splitlines()[-1]}")
-    settings = [line for line in done.stderr.splitlines() if line.startswith("standardization:")]
+    settings = [line for line in done.stderr.splitlines() if line.startswith(("settings:", "standardization:"))]
     if settings:
         print(f"    {settings[0][:110]}...")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -111,9 +115,10 @@ def main() -> None:
         old = Path(tmp) / "old"
         if args.old_ref:
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old), args.old_ref], check=True, capture_output=True)
-            # Older code refuses the checkpoint's standardization entry: give it the same weights without it.
+            # Older code refuses the checkpoint's standardization and crop entries: give it the same weights without them.
             legacy = Path(tmp) / "legacy.pt"
-            torch.save({k: v for k, v in torch.load(checkpoint, weights_only=True).items() if k != "standardization"}, legacy)
+            recorded = ("standardization", "crop_size")
+            torch.save({k: v for k, v in torch.load(checkpoint, weights_only=True).items() if k not in recorded}, legacy)
             runs = [(f"old ({args.old_ref}): its default 1.5 mm", old, legacy, threads), runs[0],
                     (f"old ({args.old_ref}): --spacing 2.5 2.5 2.5", old, legacy, [*threads, "--spacing", "2.5", "2.5", "2.5"])]
         print(f"{CHEST_CT.shape[0]}x{CHEST_CT.shape[1]}x{CHEST_CT.shape[2]} CT-like scan, {checkpoint.name}, load average {os.getloadavg()[0]:.1f} "

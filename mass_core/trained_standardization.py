@@ -1,4 +1,4 @@
-"""The standardization a model was trained with: recorded in its checkpoints, reused at inference.
+"""The standardization and crop a model was trained with: recorded in its checkpoints, reused at inference.
 
 A model only works on scans prepared like its training cases (same spacing,
 CT window or MR/PET percentiles, body crop). The training stages collect the
@@ -12,6 +12,10 @@ on the command line taking precedence.
 One record per distinct (modality, settings) pair: a run over datasets
 standardized alike has one record, a run over CT and MR datasets (or over
 datasets with their own ``datasets.<name>.standardize``) has several.
+
+The crop the model was trained on (``crop_size`` of the checkpoint, MASS's
+``pretrain.mass.sampler.crop_size``) is the default of inference's reference
+crop and sliding window (:func:`resolve_window`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any, Mapping, Sequence
 from mass_core.manifest import read_manifest
 from mass_core.standardize import MODALITIES, StandardizeParams
 
-__all__ = ["OPTIONS", "ResolvedStandardization", "resolve_standardization", "training_standardization"]
+__all__ = ["OPTIONS", "WINDOW_OPTIONS", "ResolvedStandardization", "ResolvedWindow", "resolve_standardization", "resolve_window",
+           "training_standardization"]
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(StandardizeParams))
 # A checkpoint without a record says nothing about the grid; every other
@@ -35,6 +40,9 @@ _REQUIRED_WITHOUT_RECORD = ("spacing_mm",)
 # The settings ``mass-core infer`` can override, with their command-line options.
 OPTIONS = {"spacing_mm": "--spacing X Y Z", "ct_clip_hu": "--ct-window LO HI", "percentiles": "--percentiles LO HI",
            "margin_mm": "--margin MM"}
+# The window settings of ``mass-core infer`` that default to the training crop, with their command-line options
+# (named apart from the standardization's ``roi``, the body crop, as both appear in one log line).
+WINDOW_OPTIONS = {"reference_crop": "--crop X Y Z", "sliding_window": "--roi X Y Z"}
 
 
 def training_standardization(manifest_paths: Sequence[str | os.PathLike], split: str | None = "train") -> list[dict[str, Any]]:
@@ -83,11 +91,33 @@ class ResolvedStandardization:
 
     def describe(self) -> str:
         """One line for the log, e.g. ``modality CT (checkpoint); spacing_mm 2.5 2.5 2.5 (checkpoint); ...``."""
-        def show(value: Any) -> str:
-            return " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
+        return _describe({"modality": self.modality, **{name: getattr(self.params, name) for name in _FIELDS}}, self.sources)
 
-        values = {"modality": self.modality, **{name: getattr(self.params, name) for name in _FIELDS}}
-        return "; ".join(f"{name} {show(value)} ({self.sources[name]})" for name, value in values.items())
+
+@dataclass(frozen=True)
+class ResolvedWindow:
+    """The reference crop and sliding window inference uses, and where each came from.
+
+    Attributes:
+        crop: reference crop ``(X, Y, Z)`` in voxels.
+        roi: sliding window ``(X, Y, Z)`` in voxels.
+        sources: ``reference_crop`` and ``sliding_window`` -> ``"checkpoint"`` or ``"command line"``.
+    """
+
+    crop: tuple[int, int, int]
+    roi: tuple[int, int, int]
+    sources: dict[str, str]
+
+    def describe(self) -> str:
+        """One line for the log, e.g. ``reference_crop 128 128 128 (checkpoint); sliding_window 96 96 96 (command line)``."""
+        return _describe({"reference_crop": self.crop, "sliding_window": self.roi}, self.sources)
+
+
+def _describe(values: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    def show(value: Any) -> str:
+        return " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
+
+    return "; ".join(f"{name} {show(value)} ({sources[name]})" for name, value in values.items())
 
 
 def resolve_standardization(records: Sequence[Mapping[str, Any]], modality: str | None, overrides: Mapping[str, Any],
@@ -142,6 +172,36 @@ def resolve_standardization(records: Sequence[Mapping[str, Any]], modality: str 
     if undecided:
         raise ValueError(_undecided_message(source, chosen, bool(candidates), bool(records), undecided))
     return ResolvedStandardization(chosen, StandardizeParams(**values), sources)
+
+
+def resolve_window(trained_crop: Sequence[int], overrides: Mapping[str, Sequence[int]], source: str) -> ResolvedWindow:
+    """Reference crop and sliding window for inference: the training crop, with ``overrides`` on top.
+
+    Both default to the crop the model was trained on, as in the pipeline's
+    held-out check: the model's InstanceNorm statistics depend on the field
+    of view (see :class:`~mass_core.evaluate.fewshot.FewshotParams`).
+
+    Args:
+        trained_crop: the checkpoint's ``crop_size`` (empty for checkpoints written before it existed).
+        overrides: ``reference_crop`` (``--crop``) and / or ``sliding_window`` (``--roi``)
+            given by the user, e.g. ``{"sliding_window": (64, 64, 64)}``.
+        source: the checkpoint's name, for messages.
+
+    Raises:
+        ValueError: the checkpoint records no crop and an option is missing
+            from ``overrides`` (the message names it), or an unknown setting.
+    """
+    unknown = sorted(set(overrides) - set(WINDOW_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown window settings {unknown}; expected some of {list(WINDOW_OPTIONS)}")
+    missing = [name for name in WINDOW_OPTIONS if name not in overrides]
+    if not trained_crop and missing:
+        asks = " and ".join(WINDOW_OPTIONS[name] for name in missing)
+        raise ValueError(f"{source} records no training crop (written before checkpoints carried it); pass {asks} with the "
+                         "pretraining crop size pretrain.mass.sampler.crop_size (the demo's config/config.yaml: 32 32 32)")
+    values = {name: tuple(int(v) for v in overrides.get(name, trained_crop)) for name in WINDOW_OPTIONS}
+    sources = {name: "command line" if name in overrides else "checkpoint" for name in WINDOW_OPTIONS}
+    return ResolvedWindow(values["reference_crop"], values["sliding_window"], sources)
 
 
 def _undecided_message(source: str, modality: str, has_candidates: bool, has_records: bool,

@@ -10,7 +10,7 @@ from mass_core.datasets import CaseSource
 from mass_core.manifest import SplitParams, build_manifest
 from mass_core.phantom import PhantomParams, make_phantom, write_case
 from mass_core.standardize import StandardizeParams, standardize_case
-from mass_core.trained_standardization import resolve_standardization, training_standardization
+from mass_core.trained_standardization import resolve_standardization, resolve_window, training_standardization
 
 A = StandardizeParams(spacing_mm=(6.0, 6.0, 6.0))
 B = StandardizeParams(spacing_mm=(5.0, 5.0, 8.0), ct_clip_hu=(-1000.0, 400.0))
@@ -79,3 +79,24 @@ def test_a_checkpoint_of_several_modalities_needs_the_modality():
     assert resolve_standardization(records, "MR", {}, "c").params == B
     with pytest.raises(ValueError, match="records no standardization of PET scans; pass --spacing X Y Z"):
         resolve_standardization(records, "PET", {}, "c")
+
+
+def test_window_defaults_to_the_training_crop_and_options_replace_it_one_by_one():
+    trained = resolve_window([16, 16, 24], {}, "c")
+    assert (trained.crop, trained.roi) == ((16, 16, 24), (16, 16, 24))
+    assert trained.describe() == "reference_crop 16 16 24 (checkpoint); sliding_window 16 16 24 (checkpoint)"
+    roi = resolve_window([16, 16, 24], {"sliding_window": (32, 32, 32)}, "c")
+    assert (roi.crop, roi.roi) == ((16, 16, 24), (32, 32, 32))
+    assert roi.describe() == "reference_crop 16 16 24 (checkpoint); sliding_window 32 32 32 (command line)"
+    with pytest.raises(ValueError, match="unknown window settings"):
+        resolve_window([16, 16, 16], {"overlap": 0.5}, "c")
+
+
+def test_window_of_a_checkpoint_without_a_crop_needs_both_options():
+    with pytest.raises(ValueError, match=r"^checkpoint c records no training crop .*pass --crop X Y Z and --roi X Y Z with "):
+        resolve_window([], {}, "checkpoint c")
+    with pytest.raises(ValueError, match=r"pass --roi X Y Z with"):
+        resolve_window([], {"reference_crop": (8, 8, 8)}, "checkpoint c")
+    given = resolve_window([], {"reference_crop": (8, 8, 8), "sliding_window": (16, 16, 16)}, "checkpoint c")
+    assert (given.crop, given.roi) == ((8, 8, 8), (16, 16, 16))
+    assert given.sources == {"reference_crop": "command line", "sliding_window": "command line"}

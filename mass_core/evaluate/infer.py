@@ -13,9 +13,13 @@ Standardization: the settings the checkpoint was trained with (its
 ``--modality``, ``--spacing``, ``--ct-window``, ``--percentiles`` and
 ``--margin`` replace the checkpoint's. A checkpoint written before it
 carried the record needs ``--spacing``; its other settings then take the
-pipeline's defaults. The log says which settings were used and where each
-came from. Only the body box is segmented (the standardized crop), so air
-around the patient costs no windows.
+pipeline's defaults. Reference crop and sliding window: the crop the
+checkpoint was trained on (its ``crop_size``, MASS's
+``pretrain.mass.sampler.crop_size``); ``--crop`` and ``--roi`` replace it,
+and a checkpoint written before it carried the crop needs both. The log
+says which settings were used and where each came from. Only the body box
+is segmented (the standardized crop), so air around the patient costs no
+windows.
 
 References: every non-zero value of a reference mask is one task (a
 multi-label mask gives one task per label). A label's task tokens are
@@ -54,7 +58,7 @@ from mass_core.geometry import to_original_space
 from mass_core.imageio import IMAGE_SUFFIXES, read_image
 from mass_core.labels import foreground_classes
 from mass_core.standardize import MODALITIES, StandardizeParams, standardize_images
-from mass_core.trained_standardization import resolve_standardization
+from mass_core.trained_standardization import resolve_standardization, resolve_window
 
 __all__ = ["InferParams", "Segmenter", "build_segmenter", "label_map", "main_infer", "read_scan", "run_inference", "segment_scan"]
 
@@ -77,7 +81,8 @@ class InferParams:
         standardize: resampling, normalisation and crop; use the pretraining data's settings.
         window: reference crop, sliding window, threshold and device, as for the
             pipeline's few-shot job (:class:`~mass_core.evaluate.fewshot.FewshotParams`);
-            use the pretraining crop size for ``crop`` and ``roi``.
+            use the pretraining crop size for ``crop`` and ``roi`` (the checkpoint's
+            ``crop_size``, see :func:`~mass_core.trained_standardization.resolve_window`).
     """
 
     modality: str = "CT"
@@ -235,10 +240,10 @@ def _parser() -> argparse.ArgumentParser:
     standardize.add_argument("--ct-window", type=float, nargs=2, metavar=("LO", "HI"), help="CT clipping window in HU")
     standardize.add_argument("--percentiles", type=float, nargs=2, metavar=("LO", "HI"), help="MR/PET clipping percentiles")
     standardize.add_argument("--margin", type=float, metavar="MM", help="margin around the body box in mm")
-    parser.add_argument("--crop", type=int, nargs=3, default=[32, 32, 32], metavar=("X", "Y", "Z"),
-                        help="reference crop in voxels; use the pretraining crop size (default: %(default)s)")
-    parser.add_argument("--roi", type=int, nargs=3, default=[32, 32, 32], metavar=("X", "Y", "Z"),
-                        help="sliding window in voxels; use the pretraining crop size (default: %(default)s)")
+    parser.add_argument("--crop", type=int, nargs=3, metavar=("X", "Y", "Z"), help="reference crop in voxels "
+                        "(default: the checkpoint's training crop; required for a checkpoint that records none)")
+    parser.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="sliding window in voxels "
+                        "(default: the checkpoint's training crop; required for a checkpoint that records none)")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: %(default)s)")
     parser.add_argument("--sw-batch", type=int, default=SW_BATCH, help="windows per forward pass (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default: %(default)s)")
@@ -248,9 +253,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    given = {"spacing_mm": args.spacing, "ct_clip_hu": args.ct_window, "percentiles": args.percentiles, "margin_mm": args.margin}
-    return {name: tuple(value) if isinstance(value, list) else value for name, value in given.items() if value is not None}
+def _given(options: dict[str, object]) -> dict[str, object]:
+    """The options given on the command line, lists as tuples."""
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in options.items() if value is not None}
 
 
 def main_infer(argv: Sequence[str] | None = None) -> int:
@@ -259,11 +264,13 @@ def main_infer(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or available_cpus()
     torch.set_num_threads(threads)
     try:
-        records = load_incontext_checkpoint(args.checkpoint).standardization
-        resolved = resolve_standardization(records, args.modality, _overrides(args), f"checkpoint {args.checkpoint}")
-        print(f"standardization: {resolved.describe()}", file=sys.stderr)
+        state, source = load_incontext_checkpoint(args.checkpoint), f"checkpoint {args.checkpoint}"
+        given = {"spacing_mm": args.spacing, "ct_clip_hu": args.ct_window, "percentiles": args.percentiles, "margin_mm": args.margin}
+        resolved = resolve_standardization(state.standardization, args.modality, _given(given), source)
+        sizes = resolve_window(state.crop_size, _given({"reference_crop": args.crop, "sliding_window": args.roi}), source)
+        print(f"settings: {resolved.describe()}; {sizes.describe()}", file=sys.stderr)
         print(f"torch CPU threads: {threads}", file=sys.stderr)
-        window = FewshotParams(crop=tuple(args.crop), roi=tuple(args.roi), overlap=args.overlap, threshold=args.threshold,
+        window = FewshotParams(crop=sizes.crop, roi=sizes.roi, overlap=args.overlap, threshold=args.threshold,
                                sw_batch=args.sw_batch, device=args.device)
         params = InferParams(modality=resolved.modality, standardize=resolved.params, window=window)
         run_inference(args.checkpoint, [tuple(r) for r in args.reference], args.images, args.out_dir, params, args.labels)

@@ -64,6 +64,11 @@ class TrainingState:
             ``{"modality", "params", "cases"}`` per distinct setting
             (:func:`~mass_core.trained_standardization.training_standardization`);
             empty in checkpoints written before it was recorded. ``mass-core infer`` reads it.
+        crop_size: the ``(X, Y, Z)`` crop in voxels the model was trained on
+            (:meth:`~mass_core.pretrain.task.PretextTask.crop_size`; MASS:
+            ``pretrain.mass.sampler.crop_size``); empty when the task records
+            none and in checkpoints written before it was recorded.
+            ``mass-core infer`` takes its reference crop and sliding window from it.
     """
 
     method: str
@@ -79,6 +84,7 @@ class TrainingState:
     validation: list[dict[str, float]] = field(default_factory=list)
     task: dict[str, Any] = field(default_factory=dict)
     standardization: list[dict[str, Any]] = field(default_factory=list)
+    crop_size: list[int] = field(default_factory=list)
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -124,6 +124,9 @@ class MassTask(PretextTask):
     def model_config(self) -> dict[str, Any]:
         return self.config.model.to_dict()
 
+    def crop_size(self) -> tuple[int, int, int]:
+        return self.config.sampler.crop_size
+
     def build_model(self) -> InContextSegmenter:
         return InContextSegmenter(self.config.model)
 

@@ -74,6 +74,10 @@ class PretextTask(abc.ABC):
         optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
         return optimizer, build_scheduler(optimizer, config.lr, config.steps, config.warmup_fraction)
 
+    def crop_size(self) -> tuple[int, int, int] | None:
+        """The ``(X, Y, Z)`` crop in voxels the model trains on, recorded in checkpoints for inference; ``None`` records none."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """What the task itself must carry across a resume (plain types and tensors); nothing by default."""
         return {}

@@ -251,6 +251,8 @@ class _Parts:
             validation=validation,
             task=task.state_dict(),
             standardization=self.standardization,
+            # A list: it reads back equal from a weights-only checkpoint.
+            crop_size=list(task.crop_size() or ()),
         )
 
     def restore(self, path: Path, task: PretextTask, config: TrainConfig) -> TrainingState:

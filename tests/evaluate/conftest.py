@@ -82,11 +82,12 @@ def tiny_dataset(tmp_path: Path) -> Path:
 
 
 def save_mass_checkpoint(path: Path, seed: int = 0, config: InContextConfig = TINY_INCONTEXT,
-                         standardization: list[dict] | None = None) -> Path:
-    """A randomly initialised tiny MASS training checkpoint (``final.pt`` format), with the given standardization records."""
+                         standardization: list[dict] | None = None, crop_size: list[int] | None = None) -> Path:
+    """A randomly initialised tiny MASS training checkpoint (``final.pt`` format), with the given standardization records
+    and training crop (none by default, like a checkpoint written before they were recorded)."""
     torch.manual_seed(seed)
     weights = InContextSegmenter(config).state_dict()
     save_checkpoint(path, TrainingState(method="mass", model_config=config.to_dict(), train_config={}, step=0,
                                         model=weights, ema=weights, ema_updates=0, optimizer={}, scheduler={}, metrics=[],
-                                        standardization=standardization or []))
+                                        standardization=standardization or [], crop_size=crop_size or []))
     return path

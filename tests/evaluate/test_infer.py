@@ -28,6 +28,8 @@ PARAMS = InferParams(standardize=StandardizeParams(spacing_mm=(4.0, 4.0, 4.0)),
 # What a checkpoint trained on CT standardized at 6 mm records (lists: as read back from the file).
 TRAINED = StandardizeParams(spacing_mm=(6.0, 6.0, 6.0), ct_clip_hu=(-1000.0, 400.0))
 RECORDS = [{"modality": "CT", "params": json.loads(json.dumps(dataclasses.asdict(TRAINED))), "cases": 3}]
+# The training crop such a checkpoint records (a list: as read back from the file).
+CROP = [16, 16, 16]
 
 
 def phantom_images(index: int) -> tuple[sitk.Image, sitk.Image]:
@@ -93,7 +95,7 @@ def test_cli_segments_in_context_with_a_multilabel_reference(tmp_path):
 
 def test_cli_reports_bad_geometry(tmp_path, capsys):
     ref_image, ref_label = phantom_images(1)
-    checkpoint = str(save_mass_checkpoint(tmp_path / "final.pt", standardization=RECORDS))
+    checkpoint = str(save_mass_checkpoint(tmp_path / "final.pt", standardization=RECORDS, crop_size=CROP))
     scan = write(ref_image, tmp_path / "scan.nii.gz")
     common = ["--checkpoint", checkpoint, "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
 
@@ -159,7 +161,7 @@ def _infer(tmp_path: Path, checkpoint: Path, out: str, *options: str) -> sitk.Im
     test_image, _ = phantom_images(2)
     args = [write(test_image, tmp_path / "scan.nii.gz"), "--checkpoint", str(checkpoint),
             "--reference", write(ref_image, tmp_path / "ref.nii.gz"), write(ref_label, tmp_path / "ref_seg.nii.gz"),
-            "--out-dir", str(tmp_path / out), "--crop", "16", "16", "16", "--roi", "16", "16", "16", "--device", "cpu",
+            "--out-dir", str(tmp_path / out), "--device", "cpu",
             "--labels", "1", "6", "--threshold", "0.45", *options]
     assert main_infer(args) == 0
     output = sitk.ReadImage(str(tmp_path / out / "scan.nii.gz"))
@@ -168,29 +170,42 @@ def _infer(tmp_path: Path, checkpoint: Path, out: str, *options: str) -> sitk.Im
     return output
 
 
-def test_infer_without_spacing_standardizes_like_the_checkpoint_and_says_so(tmp_path, capsys):
-    recorded = save_mass_checkpoint(tmp_path / "recorded.pt", standardization=RECORDS)
+def test_infer_without_options_standardizes_and_crops_like_the_checkpoint_and_says_so(tmp_path, capsys):
+    recorded = save_mass_checkpoint(tmp_path / "recorded.pt", standardization=RECORDS, crop_size=CROP)
     old = save_mass_checkpoint(tmp_path / "old.pt")
     from_checkpoint = _infer(tmp_path, recorded, "a")
     log = capsys.readouterr().err
     assert "spacing_mm 6 6 6 (checkpoint)" in log and "ct_clip_hu -1000 400 (checkpoint)" in log and "modality CT (checkpoint)" in log
-    # The same weights without a record, given the same settings by hand: the same segmentation, voxel for voxel.
-    by_hand = _infer(tmp_path, old, "b", "--spacing", "6", "6", "6", "--ct-window", "-1000", "400")
-    assert "spacing_mm 6 6 6 (command line)" in capsys.readouterr().err
+    assert "; reference_crop 16 16 16 (checkpoint); sliding_window 16 16 16 (checkpoint)" in log
+    # The same weights without records, given the same settings by hand: the same segmentation, voxel for voxel
+    # (with the 32^3 windows infer used to default to, a third of the voxels differ).
+    by_hand = _infer(tmp_path, old, "b", "--spacing", "6", "6", "6", "--ct-window", "-1000", "400",
+                     "--crop", "16", "16", "16", "--roi", "16", "16", "16")
+    log = capsys.readouterr().err
+    assert "spacing_mm 6 6 6 (command line)" in log
+    assert "reference_crop 16 16 16 (command line); sliding_window 16 16 16 (command line)" in log
     np.testing.assert_array_equal(sitk.GetArrayFromImage(from_checkpoint), sitk.GetArrayFromImage(by_hand))
     assert np.count_nonzero(sitk.GetArrayFromImage(from_checkpoint)) > 0
-    # An option on the command line replaces the checkpoint's setting.
-    _infer(tmp_path, recorded, "c", "--spacing", "5", "5", "5")
-    assert "spacing_mm 5 5 5 (command line); ct_clip_hu -1000 400 (checkpoint)" in capsys.readouterr().err
+    # An option on the command line replaces the checkpoint's setting, each setting on its own.
+    _infer(tmp_path, recorded, "c", "--spacing", "5", "5", "5", "--crop", "8", "8", "8")
+    log = capsys.readouterr().err
+    assert "spacing_mm 5 5 5 (command line); ct_clip_hu -1000 400 (checkpoint)" in log
+    assert "reference_crop 8 8 8 (command line); sliding_window 16 16 16 (checkpoint)" in log
 
 
-def test_infer_asks_for_the_spacing_of_a_checkpoint_without_a_record(tmp_path, capsys):
+def test_infer_asks_for_the_spacing_and_crop_of_a_checkpoint_without_records(tmp_path, capsys):
     ref_image, ref_label = phantom_images(1)
     scan, mask = write(ref_image, tmp_path / "scan.nii.gz"), write(ref_label, tmp_path / "seg.nii.gz")
     old = save_mass_checkpoint(tmp_path / "final.pt")
-    assert main_infer(["--checkpoint", str(old), "--out-dir", str(tmp_path / "out"), "--reference", scan, mask, scan]) == 1
+    common = ["--checkpoint", str(old), "--out-dir", str(tmp_path / "out"), "--reference", scan, mask, scan]
+    assert main_infer(common) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"mass-core infer: error: checkpoint {old} records no standardization") and "--spacing X Y Z" in line
+    # Given the spacing, it asks for the crop sizes it cannot know, and only for those.
+    assert main_infer([*common, "--spacing", "6", "6", "6", "--roi", "16", "16", "16"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"mass-core infer: error: checkpoint {old} records no training crop (written before checkpoints carried it); pass "
+                    "--crop X Y Z with the pretraining crop size pretrain.mass.sampler.crop_size (the demo's config/config.yaml: 32 32 32)")
 
 
 def test_batched_windows_predict_what_single_windows_do(tmp_path):

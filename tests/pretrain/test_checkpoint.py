@@ -57,6 +57,14 @@ def test_round_trip_with_weights_only(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
+def test_a_checkpoint_written_before_the_training_records_loads_with_empty_ones(tmp_path):
+    raw = {"format": "mass-checkpoint-v1", **_state().__dict__}
+    del raw["standardization"], raw["crop_size"]
+    torch.save(raw, tmp_path / "old.pt")
+    state = load_checkpoint(tmp_path / "old.pt", "mass")
+    assert state.standardization == [] and state.crop_size == [] and state.step == 3
+
+
 def test_wrong_method_and_shape_are_clear_errors(tmp_path):
     save_checkpoint(tmp_path / "latest.pt", _state(method="mim"))
     with pytest.raises(ValueError, match="written by pretext task 'mim', not 'mass'"):

@@ -189,13 +189,16 @@ def test_a_task_without_a_check_writes_no_validation_file(tmp_path, tiny_cases, 
     assert not (tmp_path / "validation.csv").exists()
 
 
-def test_checkpoints_carry_the_standardization_they_were_trained_with(tmp_path, tiny_cases, tiny_mass_config):
+def test_checkpoints_carry_the_standardization_and_crop_they_were_trained_with(tmp_path, tiny_cases, tiny_mass_config):
     records = [{"modality": "CT", "params": {"spacing_mm": [2.5, 2.5, 2.5], "ct_clip_hu": [-991.0, 500.0], "roi": "body"}, "cases": 3},
                {"modality": "MR", "params": {"spacing_mm": [1.5, 1.5, 1.5], "percentiles": [1.0, 99.0]}, "cases": 1}]
     config = TrainConfig(steps=4, batch_size=2, checkpoint_every=2, log_every=2, max_wall_seconds=0.001)
     # Stops early (latest.pt), then resumes to final.pt: both files carry the records, read back equal.
     assert train(MassTask(tiny_cases, tiny_mass_config), config, tmp_path, records).exit_code == EXIT_RESUMABLE
     assert load_checkpoint(tmp_path / "latest.pt").standardization == records
+    # The sampler's crop (tiny_mass_config: 16), what infer defaults --crop and --roi to.
+    assert load_checkpoint(tmp_path / "latest.pt").crop_size == [16, 16, 16] == list(tiny_mass_config.sampler.crop_size)
     config = TrainConfig(steps=4, batch_size=2, checkpoint_every=2, log_every=2)
     assert train(MassTask(tiny_cases, tiny_mass_config), config, tmp_path, records).finished
-    assert load_checkpoint(tmp_path / "final.pt").standardization == records
+    final = load_checkpoint(tmp_path / "final.pt")
+    assert final.standardization == records and final.crop_size == [16, 16, 16]
