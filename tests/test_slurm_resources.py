@@ -91,8 +91,8 @@ def test_the_plugin_turns_them_into_the_documented_sbatch_options(processes, nod
     class Resources(dict):
         __getattr__ = dict.__getitem__
 
-    resources = Resources(runtime=1440, mem_mb=64000, cpus_per_task=8) | pretrain_resources(processes, nodes, 1, gpu_request)
-    job = type("Job", (), {"resources": Resources(resources), "threads": 1})()
+    resources = Resources(runtime=1440, mem_mb=64000, cpus_per_task=8, **pretrain_resources(processes, nodes, 1, gpu_request))
+    job = type("Job", (), {"resources": resources, "threads": 1})()
     params = {"run_uuid": "RUN", "slurm_logfile": "LOG", "comment_str": "C", "account": "-A mass", "partition": "-p gpu", "workdir": "/work"}
     call = submit.get_submit_command(job, params) + set_gres_string(job)
     assert call == f"sbatch --parsable --job-name RUN --output LOG --export=ALL --comment C -A mass -p gpu {sbatch}"
