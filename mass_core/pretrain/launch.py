@@ -36,9 +36,11 @@ from mass_core.atomic import write_json
 from mass_core.pretrain.run import run_pretraining
 from mass_core.pretrain.trainer import EXIT_RESUMABLE, FINAL_FILE
 
-__all__ = ["LaunchPlan", "Rendezvous", "launch_pretraining", "worker_command"]
+__all__ = ["LAUNCH_KEYS", "LaunchPlan", "Rendezvous", "launch_pretraining", "worker_command"]
 
 PathLike = str | os.PathLike
+# Keys of config section `pretrain` that say only how a run is launched (LaunchPlan): they change no weights.
+LAUNCH_KEYS = ("processes", "nodes")
 # Settings handed to the workers; removed when they are done.
 SETTINGS_FILE = ".launch_settings.json"
 

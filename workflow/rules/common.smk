@@ -7,11 +7,13 @@ from jsonschema import ValidationError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from mass_core import slurm_resources
 from mass_core.config_errors import config_error, dataset_selection
 from mass_core.datasets import class_names, list_cases, with_data_root
 from mass_core.evaluate.aggregate import TABLES
 from mass_core.evaluate.paper_tables import PAPER_TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
+from mass_core.pretrain.launch import LAUNCH_KEYS
 from mass_core.pretrain.run import PRETEXT_TASKS, SCRATCH, check_method_names, finetune_rows, load_method_modules
 from mass_core.pretrain.trainer import rank_batch, snapshot_path
 from mass_core.provenance import provenance_path
@@ -363,41 +365,19 @@ def all_targets():
 def gpu_resources(n=CLUSTER["gpus_per_job"]):
     """Resources of a job that wants `n` GPUs, as config cluster.gpu_request says; use as `resources: **gpu_resources()`.
 
-    `gpu=N` makes the SLURM plugin pass --gpus=N; `gres="gpu:N"` passes
-    --gres=gpu:N, for clusters that reject --gpus. Nothing when `n` is 0.
+    See mass_core.slurm_resources for what the SLURM plugin makes of them.
     """
-    if n == 0:
-        return {}
-    return {"gpu": n} if CLUSTER["gpu_request"] == "gpus" else {"gres": f"gpu:{n}"}
+    return slurm_resources.gpu_resources(n, CLUSTER["gpu_request"])
 
 
 def pretrain_resources():
-    """Resources of a pretraining job: `nproc_per_node` for its launcher, and its nodes and GPUs.
-
-    Each node gets a GPU per process (cluster.gpus_per_job when that is more),
-    none when gpus_per_job is 0. On one node the plugin's GPU request (--gpus or
-    --gres) applies, and its jobstep starts the job with `srun -n1`. On several,
-    `mpi` makes the jobstep run the job on the first node without srun, so
-    that the launcher in the job can call srun with one task per node (`tasks`
-    becomes sbatch --ntasks); the GPUs are requested per node, as
-    --gpus-per-node (slurm_extra) or --gres=gpu:N (per node in SLURM), where
-    `tasks_per_gpu: 0` stops the plugin from turning `tasks` into --ntasks-per-gpu.
-    """
-    gpus = max(CLUSTER["gpus_per_job"], PRETRAIN_PROCESSES) if CLUSTER["gpus_per_job"] else 0
-    resources = {"nproc_per_node": PRETRAIN_PROCESSES}
-    if PRETRAIN_NODES == 1:
-        return resources | gpu_resources(gpus)
-    resources |= {"nodes": PRETRAIN_NODES, "tasks": PRETRAIN_NODES, "mpi": "srun"}
-    if gpus and CLUSTER["gpu_request"] == "gpus":
-        resources["slurm_extra"] = f"--gpus-per-node={gpus}"
-    elif gpus:
-        resources |= {"gres": f"gpu:{gpus}", "tasks_per_gpu": 0}
-    return resources
+    """Resources of a pretraining job: `nproc_per_node` for its launcher, and its nodes and GPUs."""
+    return slurm_resources.pretrain_resources(PRETRAIN_PROCESSES, PRETRAIN_NODES, CLUSTER["gpus_per_job"], CLUSTER["gpu_request"])
 
 
 def scratch_settings():
-    """The `pretrain` section for init_scratch, less the launch keys (processes, nodes), which do not change any weights."""
-    return {key: value for key, value in config["pretrain"].items() if key not in ("processes", "nodes")}
+    """The `pretrain` section for init_scratch, less the launch keys, which do not change any weights."""
+    return {key: value for key, value in config["pretrain"].items() if key not in LAUNCH_KEYS}
 
 
 def snapshot_paths():
