@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from mass_core.config_errors import config_error, dataset_selection
-from mass_core.datasets import class_names, list_cases, with_data_root
+from mass_core.datasets import class_names, list_dataset, with_data_root
 from mass_core.evaluate.aggregate import TABLES
 from mass_core.evaluate.paper_tables import PAPER_TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
@@ -68,11 +68,8 @@ wildcard_constraints:
     case=r"[^/]+",
 
 
-def _dataset_cases(name):
-    return {case.case_id: case for case in _or_exit(f"dataset {name!r}: ", list_cases, DATASETS[name])}
-
-
-CASES = {name: _dataset_cases(name) for name in DATASETS}
+LISTINGS = {name: _or_exit(f"dataset {name!r}: ", list_dataset, spec) for name, spec in DATASETS.items()}
+CASES = {name: {case.case_id: case for case in listing.cases} for name, listing in LISTINGS.items()}
 # Per dataset: the standardize section with the dataset's own values over it.
 STANDARDIZE = {
     name: _or_exit(
@@ -100,6 +97,16 @@ def standardize_inputs(wildcards):
 
 def standardized_metas(wildcards):
     return [f"{RESULTS}/{wildcards.dataset}/standardized/{cid}/meta.json" for cid in CASES[wildcards.dataset]]
+
+
+def listing_skipped(wildcards):
+    # No table, and so no new input, where the listing left nothing out: the manifests of earlier runs stay up to date.
+    return [f"{RESULTS}/{wildcards.dataset}/listing_skipped.csv"] if LISTINGS[wildcards.dataset].skipped else []
+
+
+def listing_skipped_rows(wildcards):
+    # Plain pairs, which Snakemake compares as params: a changed row rewrites the table and the manifest.
+    return [[row.case_id, row.reason] for row in LISTINGS[wildcards.dataset].skipped]
 
 
 def case_table(wildcards):

@@ -16,10 +16,24 @@ rule standardize:
         "../scripts/standardize.py"
 
 
+rule listing_skipped:
+    output:
+        f"{RESULTS}/{{dataset}}/listing_skipped.csv",
+    params:
+        rows=listing_skipped_rows,
+    log:
+        "logs/listing_skipped/{dataset}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/listing_skipped.py"
+
+
 rule manifest:
     input:
         metas=standardized_metas,
         table=case_table,
+        listing=listing_skipped,
     output:
         manifest=f"{RESULTS}/{{dataset}}/manifest.parquet",
         skipped=report(
