@@ -61,7 +61,7 @@ def recipe_listing(spec: dict[str, Any]) -> Listing:
         raise ValueError(f"recipe {name!r}: root {root} is not a folder; it should hold {recipe.layout}")
     listing = recipe.cases(root)
     if not listing.cases:
-        left_out = (f" ({len(listing.skipped)} case folders left out, e.g. {listing.skipped[0].case_id}: "
+        left_out = (f" ({len(listing.skipped)} case folder(s) left out, e.g. {listing.skipped[0].case_id}: "
                     f"{listing.skipped[0].reason})") if listing.skipped else ""
         raise ValueError(f"recipe {name!r}: no cases found in {root}; expected {recipe.layout}{left_out}")
     return listing

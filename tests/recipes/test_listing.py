@@ -38,7 +38,7 @@ def test_a_case_folder_missing_its_file_is_named_and_the_others_listed(tmp_path,
     assert complete.skipped == []  # the mimic's stray files and folders are no cases, so no rows
     (tmp_path / root / removed).unlink()
     if row is None:
-        with pytest.raises(ValueError, match=rf"no cases found .*\(1 case folders left out, e\.g\. s0003: no s0003/mri\.nii\.gz\)"):
+        with pytest.raises(ValueError, match=rf"no cases found .*\(1 case folder\(s\) left out, e\.g\. s0003: no s0003/mri\.nii\.gz\)"):
             list_dataset(spec)
         return
     listing = list_dataset(spec)
