@@ -3,9 +3,9 @@
 Reads the standardized cases' ``meta.json`` files (and an optional case table
 with classification labels and fixed splits), assigns deterministic
 train/val/test splits, and writes ``manifest.parquet`` plus ``skipped.csv``,
-which lists every case left out and why: those standardize skipped and the
-case folders the dataset's listing could not use (stage ``listing``), which
-reach it through :func:`write_listing_skipped`'s table.
+which lists every case left out and why: those standardize skipped, and the
+case folders the dataset's listing could not use (stage ``listing``, recorded
+by :func:`write_listing_skip`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mass_core.atomic import write_with
+from mass_core.atomic import write_json, write_with
 from mass_core.config_section import from_section
 
 __all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_case_tables", "read_manifest",
-           "write_listing_skipped"]
+           "write_listing_skip"]
 
 SPLITS = ("train", "val", "test")
 SKIPPED_COLUMNS = ["case_id", "stage", "reason"]
-LISTING_COLUMNS = ["case_id", "reason"]
 
 
 @dataclass(frozen=True)
@@ -172,17 +171,14 @@ def build_manifest(
     skipped_path: str | os.PathLike,
     params: SplitParams,
     case_table: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-    listing_skipped: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """Write ``manifest.parquet`` and ``skipped.csv`` from standardized cases.
 
     Args:
-        meta_paths: each case's ``meta.json`` (its folder holds ``image.npy``).
+        meta_paths: each case's ``meta.json`` (its folder holds ``image.npy``),
+            or a skipped case's (standardize's, or :func:`write_listing_skip`'s).
         case_table: optional CSV (or several, joined by :func:`read_case_tables`)
             with ``class_label`` and/or ``split`` per case.
-        listing_skipped: tables written by :func:`write_listing_skipped` (none
-            when the listing left nothing out); their rows join ``skipped.csv``
-            with stage ``listing``.
 
     Returns:
         the manifest, one row per usable case, sorted by case id.
@@ -194,9 +190,6 @@ def build_manifest(
     fixed = {str(k): str(v) for k, v in zip(table["case_id"], table.get("split", pd.Series(dtype=object))) if pd.notna(v)}
     usable = sorted((m for m in metas if m["status"] == "ok"), key=lambda m: m["case_id"])
     skipped = [{"case_id": m["case_id"], "stage": m.get("stage", "standardize"), "reason": m["reason"]} for m in metas if m["status"] != "ok"]
-    for path in listing_skipped:
-        listed = pd.read_csv(path, dtype=str, keep_default_na=False)[LISTING_COLUMNS]
-        skipped += [{"case_id": case_id, "stage": "listing", "reason": reason} for case_id, reason in listed.itertuples(index=False)]
     subjects = {m["case_id"]: m["subject"] for m in usable if m.get("subject") is not None}
     splits = assign_splits([m["case_id"] for m in usable], class_labels, fixed, params, subjects)
     manifest = pd.DataFrame([_row(m, splits[m["case_id"]], class_labels.get(m["case_id"], -1)) for m in usable])
@@ -206,14 +199,15 @@ def build_manifest(
     return manifest
 
 
-def write_listing_skipped(rows: Iterable[Sequence[str]], path: str | os.PathLike) -> None:
-    """Write the case folders a dataset's listing left out, ``(case_id, reason)`` rows, for :func:`build_manifest`.
+def write_listing_skip(case_id: str, reason: str, meta_path: str | os.PathLike) -> None:
+    """Record a case folder the listing left out (:class:`~mass_core.datasets.SkippedCase`) as a skipped case.
 
-    The rows come from :attr:`mass_core.datasets.Listing.skipped`, found
-    while the workflow is planned; a table carries them to the manifest job.
+    The ``meta.json`` has ``"status": "skipped"`` and ``"stage": "listing"``,
+    so :func:`build_manifest` lists it in ``skipped.csv`` like a case that
+    standardize skipped. The case never reached standardize: its raw files
+    are that job's inputs, and a missing one would stop the whole run.
     """
-    table = pd.DataFrame([list(row) for row in rows], columns=LISTING_COLUMNS)
-    write_with(path, lambda tmp: table.to_csv(tmp, index=False))
+    write_json(meta_path, {"status": "skipped", "case_id": case_id, "stage": "listing", "reason": reason})
 
 
 def _row(meta: dict[str, Any], split: str, class_label: int) -> dict[str, Any]:

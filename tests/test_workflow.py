@@ -331,6 +331,11 @@ def test_a_case_folder_the_recipe_cannot_use_is_reported_in_skipped_csv(tmp_path
     assert sorted(pd.read_parquet(results / "manifest.parquet")["case_id"]) == ["case_00000", "case_00001"]
     assert pd.read_csv(results / "skipped.csv", dtype=str).to_dict("records") == [
         {"case_id": "case_00002", "stage": "listing", "reason": "no case_00002/imaging.nii.gz"}]
+    # With the file back the case is listed, standardized and joins the manifest.
+    sitk.WriteImage(make_image(_body(2)), str(kits / "case_00002" / "imaging.nii.gz"))
+    snakemake("--cores", "2", str(results / "manifest.parquet"), "--configfile", str(config), cwd=workdir)
+    assert sorted(pd.read_parquet(results / "manifest.parquet")["case_id"]) == ["case_00000", "case_00001", "case_00002"]
+    assert pd.read_csv(results / "skipped.csv").empty
 
 
 # The encoder's convolutions carry biases that an InstanceNorm follows: their exact gradient is 0, and

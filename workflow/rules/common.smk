@@ -70,6 +70,8 @@ wildcard_constraints:
 
 LISTINGS = {name: _or_exit(f"dataset {name!r}: ", list_dataset, spec) for name, spec in DATASETS.items()}
 CASES = {name: {case.case_id: case for case in listing.cases} for name, listing in LISTINGS.items()}
+# Per dataset: case folder -> why the listing left it out (a recipe's missing file).
+LEFT_OUT = {name: {row.case_id: row.reason for row in listing.skipped} for name, listing in LISTINGS.items()}
 # Per dataset: the standardize section with the dataset's own values over it.
 STANDARDIZE = {
     name: _or_exit(
@@ -99,14 +101,14 @@ def standardized_metas(wildcards):
     return [f"{RESULTS}/{wildcards.dataset}/standardized/{cid}/meta.json" for cid in CASES[wildcards.dataset]]
 
 
-def listing_skipped(wildcards):
-    # No table, and so no new input, where the listing left nothing out: the manifests of earlier runs stay up to date.
-    return [f"{RESULTS}/{wildcards.dataset}/listing_skipped.csv"] if LISTINGS[wildcards.dataset].skipped else []
+def case_metas(wildcards):
+    """The standardized cases' meta.json and those of the case folders the listing left out (usually none)."""
+    left_out = [f"{RESULTS}/{wildcards.dataset}/listing/{cid}/meta.json" for cid in LEFT_OUT[wildcards.dataset]]
+    return standardized_metas(wildcards) + left_out
 
 
-def listing_skipped_rows(wildcards):
-    # Plain pairs, which Snakemake compares as params: a changed row rewrites the table and the manifest.
-    return [[row.case_id, row.reason] for row in LISTINGS[wildcards.dataset].skipped]
+def listing_reason(wildcards):
+    return LEFT_OUT[wildcards.dataset][wildcards.case]
 
 
 def case_table(wildcards):

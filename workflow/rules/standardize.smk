@@ -16,13 +16,18 @@ rule standardize:
         "../scripts/standardize.py"
 
 
+# A case folder the listing left out (a recipe's missing file) gets a skipped
+# meta.json, so that the manifest lists it in skipped.csv like a case that
+# standardize skipped; datasets without one plan no such job.
 rule listing_skipped:
     output:
-        f"{RESULTS}/{{dataset}}/listing_skipped.csv",
+        meta=f"{RESULTS}/{{dataset}}/listing/{{case}}/meta.json",
     params:
-        rows=listing_skipped_rows,
+        reason=listing_reason,
     log:
-        "logs/listing_skipped/{dataset}.log",
+        "logs/listing_skipped/{dataset}/{case}.log",
+    # One small file: run where Snakemake runs, not as a cluster job.
+    localrule: True
     conda:
         ENV
     script:
@@ -31,9 +36,8 @@ rule listing_skipped:
 
 rule manifest:
     input:
-        metas=standardized_metas,
+        metas=case_metas,
         table=case_table,
-        listing=listing_skipped,
     output:
         manifest=f"{RESULTS}/{{dataset}}/manifest.parquet",
         skipped=report(

@@ -2,6 +2,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from mass_core.manifest import write_listing_skipped
+from mass_core.manifest import write_listing_skip
 
-write_listing_skipped(snakemake.params.rows, snakemake.output[0])
+write_listing_skip(snakemake.wildcards.case, snakemake.params.reason, snakemake.output.meta)

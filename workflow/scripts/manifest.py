@@ -11,7 +11,6 @@ build_manifest(
     snakemake.output.skipped,
     SplitParams.from_config(snakemake.params.splits),
     case_table=list(snakemake.input.table),
-    listing_skipped=list(snakemake.input.listing),
 )
 # The whole run config is recorded, not passed as params: it must not trigger reruns.
 write_provenance(snakemake.output.manifest, [*snakemake.input, snakemake.params.raw], snakemake.config)
