@@ -92,7 +92,6 @@ class CaseSource:
         return self.label is not None or bool(self.label_parts)
 
 
-
 @dataclass(frozen=True)
 class SkippedCase:
     """A case the listing found but cannot use, reported in ``skipped.csv`` (stage ``listing``).
@@ -112,6 +111,7 @@ class Listing:
 
     cases: list[CaseSource]
     skipped: list[SkippedCase] = dataclasses.field(default_factory=list)
+
 
 def _is_image(path: Path) -> bool:
     return path.is_dir() or path.name.lower().endswith(IMAGE_SUFFIXES)

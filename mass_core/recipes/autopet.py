@@ -66,8 +66,9 @@ def cases(root: Path, image_name: str, modality: str, label_on_other_grid: bool)
                 listing.skipped.append(missing(f"{patient.name}_{index}", root, study / image_name))
                 continue
             label = study / "SEG.nii.gz"
-            listing.cases.append(CaseSource(f"{patient.name}_{index}", study / image_name, label if label.is_file() else None,
-                                           modality, subject=patient.name, label_on_other_grid=label_on_other_grid))
+            listing.cases.append(CaseSource(f"{patient.name}_{index}", study / image_name,
+                                            label if label.is_file() else None, modality, subject=patient.name,
+                                            label_on_other_grid=label_on_other_grid))
     return listing
 
 
