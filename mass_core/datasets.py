@@ -28,7 +28,8 @@ from typing import Any, Callable
 from mass_core.imageio import IMAGE_SUFFIXES, strip_image_suffix
 from mass_core.labels import IGNORE_LABEL
 
-__all__ = ["DATA_ROOT", "LAYOUTS", "CaseSource", "class_names", "list_cases", "with_data_root"]
+__all__ = ["DATA_ROOT", "LAYOUTS", "CaseSource", "Listing", "SkippedCase", "class_names", "list_cases", "list_dataset",
+           "with_data_root"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,27 @@ class CaseSource:
     def labeled(self) -> bool:
         """Whether the case has a ground-truth label (a file or per-structure parts)."""
         return self.label is not None or bool(self.label_parts)
+
+
+@dataclass(frozen=True)
+class SkippedCase:
+    """A case the listing found but cannot use, reported in ``skipped.csv`` (stage ``listing``).
+
+    Args:
+        case_id: the id the case would have had (its folder's name where no id can be formed).
+        reason: one line naming what is missing, e.g. ``no case_00012/imaging.nii.gz``.
+    """
+
+    case_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What listing a dataset found: the usable cases and the case folders left out."""
+
+    cases: list[CaseSource]
+    skipped: list[SkippedCase] = dataclasses.field(default_factory=list)
 
 
 def _is_image(path: Path) -> bool:
@@ -196,15 +218,15 @@ LAYOUTS: dict[str, Callable[[dict[str, Any]], list[CaseSource]]] = {
 }
 
 
-def _layout_cases(spec: dict[str, Any]) -> list[CaseSource]:
+def _layout_listing(spec: dict[str, Any]) -> Listing:
     if spec.get("recipe"):
-        from mass_core.recipes import recipe_cases
+        from mass_core.recipes import recipe_listing
 
-        return recipe_cases(spec)
+        return recipe_listing(spec)
     layout = spec.get("layout")
     if layout not in LAYOUTS:
         raise ValueError(f"unknown dataset layout {layout!r}; expected one of {sorted(LAYOUTS)}")
-    return LAYOUTS[layout](spec)
+    return Listing(LAYOUTS[layout](spec))
 
 
 # Case ids become path components, Snakemake wildcard values (where braces
@@ -259,7 +281,12 @@ def with_data_root(datasets: dict[str, dict[str, Any]], data_root: str) -> dict[
 
 
 def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
-    """List a dataset's cases, sorted by id.
+    """A dataset's cases, sorted by id (:func:`list_dataset` without the cases left out)."""
+    return list_dataset(spec).cases
+
+
+def list_dataset(spec: dict[str, Any]) -> Listing:
+    """List a dataset's cases, sorted by id, and the case folders a recipe could not use, sorted by id.
 
     Args:
         spec: one entry of the config's ``datasets`` mapping (``layout`` or
@@ -272,7 +299,8 @@ def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
             paths and wildcards.
     """
     ignore_label = spec.get("ignore_label")
-    cases = sorted((dataclasses.replace(case, ignore_label=ignore_label) for case in _layout_cases(spec)),
+    listing = _layout_listing(spec)
+    cases = sorted((dataclasses.replace(case, ignore_label=ignore_label) for case in listing.cases),
                    key=lambda case: case.case_id)
     _check_case_ids(cases)
     ids = [case.case_id for case in cases]
@@ -281,7 +309,7 @@ def list_cases(spec: dict[str, Any]) -> list[CaseSource]:
         named = ", ".join(repr(cid) for cid in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
         raise ValueError(f"{len(repeated)} duplicate case id(s) in dataset at {spec.get('root')}: {named}; "
                          "each image file name (less its extension) must be unique")
-    return cases
+    return Listing(cases, sorted(listing.skipped, key=lambda skipped: skipped.case_id))
 
 
 def class_names(spec: dict[str, Any]) -> dict[int, str]:

@@ -3,7 +3,9 @@
 Reads the standardized cases' ``meta.json`` files (and an optional case table
 with classification labels and fixed splits), assigns deterministic
 train/val/test splits, and writes ``manifest.parquet`` plus ``skipped.csv``,
-which lists every case left out and why.
+which lists every case left out and why: those standardize skipped, and the
+case folders the dataset's listing could not use (stage ``listing``, recorded
+by :func:`write_listing_skip`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mass_core.atomic import write_with
+from mass_core.atomic import write_json, write_with
 from mass_core.config_section import from_section
 
-__all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_case_tables", "read_manifest"]
+__all__ = ["SPLITS", "SplitParams", "assign_splits", "build_manifest", "read_case_table", "read_case_tables", "read_manifest",
+           "write_listing_skip"]
 
 SPLITS = ("train", "val", "test")
 SKIPPED_COLUMNS = ["case_id", "stage", "reason"]
@@ -172,7 +175,8 @@ def build_manifest(
     """Write ``manifest.parquet`` and ``skipped.csv`` from standardized cases.
 
     Args:
-        meta_paths: each case's ``meta.json`` (its folder holds ``image.npy``).
+        meta_paths: each case's ``meta.json`` (its folder holds ``image.npy``),
+            or a skipped case's (standardize's, or :func:`write_listing_skip`'s).
         case_table: optional CSV (or several, joined by :func:`read_case_tables`)
             with ``class_label`` and/or ``split`` per case.
 
@@ -193,6 +197,17 @@ def build_manifest(
     skipped_frame = pd.DataFrame(sorted(skipped, key=lambda r: r["case_id"]), columns=SKIPPED_COLUMNS)
     write_with(skipped_path, lambda tmp: skipped_frame.to_csv(tmp, index=False))
     return manifest
+
+
+def write_listing_skip(case_id: str, reason: str, meta_path: str | os.PathLike) -> None:
+    """Record a case folder the listing left out (:class:`~mass_core.datasets.SkippedCase`) as a skipped case.
+
+    The ``meta.json`` has ``"status": "skipped"`` and ``"stage": "listing"``,
+    so :func:`build_manifest` lists it in ``skipped.csv`` like a case that
+    standardize skipped. The case never reached standardize: its raw files
+    are that job's inputs, and a missing one would stop the whole run.
+    """
+    write_json(meta_path, {"status": "skipped", "case_id": case_id, "stage": "listing", "reason": reason})
 
 
 def _row(meta: dict[str, Any], split: str, class_label: int) -> dict[str, Any]:

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from mass_core.manifest import SplitParams, assign_splits, build_manifest, read_case_table, read_manifest
+from mass_core.manifest import SplitParams, assign_splits, build_manifest, read_case_table, read_manifest, write_listing_skip
 
 
 def _meta(folder, case_id, status="ok"):
@@ -90,6 +90,21 @@ def test_manifest_lists_usable_cases_and_reports_skipped_ones(tmp_path):
 def test_skipped_csv_exists_when_nothing_was_skipped(tmp_path):
     build_manifest([_meta(tmp_path / "a", "a")], tmp_path / "m.parquet", tmp_path / "s.csv", SplitParams())
     assert pd.read_csv(tmp_path / "s.csv").empty
+
+
+def test_case_folders_the_listing_left_out_join_skipped_csv_as_stage_listing(tmp_path):
+    metas = [_meta(tmp_path / "std/case_1", "case_1"), _meta(tmp_path / "std/case_3", "case_3", "skipped")]
+    rows = [("12", "no 12/data.nii.gz, 12/data.nii"), ("case_2", "no case_2/imaging.nii.gz")]
+    for case_id, reason in rows:
+        write_listing_skip(case_id, reason, tmp_path / "listing" / case_id / "meta.json")
+        metas.append(tmp_path / "listing" / case_id / "meta.json")
+    manifest = build_manifest(metas, tmp_path / "m.parquet", tmp_path / "s.csv", SplitParams())
+    assert list(manifest["case_id"]) == ["case_1"]
+    assert pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False).to_dict("records") == [
+        {"case_id": "12", "stage": "listing", "reason": "no 12/data.nii.gz, 12/data.nii"},
+        {"case_id": "case_2", "stage": "listing", "reason": "no case_2/imaging.nii.gz"},
+        {"case_id": "case_3", "stage": "standardize", "reason": "image is constant"},
+    ]
 
 
 def test_case_table_with_unknown_split_is_rejected(tmp_path):

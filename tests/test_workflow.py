@@ -311,6 +311,31 @@ def test_a_recipe_dataset_plans_a_standardize_job_per_case(tmp_path, workdir):
     rows = [line.split() for line in out.splitlines()]
     jobs = {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
     assert jobs["standardize"] == 2 and jobs["manifest"] == 1 and "generate_phantom" not in jobs
+    # Nothing left out: no table of left-out folders, so the manifests of earlier runs keep their inputs.
+    assert "listing_skipped" not in jobs
+
+
+@pytest.mark.slow
+def test_a_case_folder_the_recipe_cannot_use_is_reported_in_skipped_csv(tmp_path, workdir):
+    kits = tmp_path / "kits"
+    for case in ("case_00000", "case_00001"):
+        (kits / case).mkdir(parents=True)
+        sitk.WriteImage(make_image(_body(0)), str(kits / case / "imaging.nii.gz"))
+    (kits / "case_00002").mkdir()
+    sitk.WriteImage(make_image(np.zeros((24, 24, 16), np.uint8)), str(kits / "case_00002" / "segmentation.nii.gz"))
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({"results": str(tmp_path / "results"),
+                                      "datasets": {"kits": {"recipe": "kits", "root": str(kits)}}}))
+    results = tmp_path / "results" / "kits"
+    snakemake("--cores", "2", str(results / "manifest.parquet"), "--configfile", str(config), cwd=workdir)
+    assert sorted(pd.read_parquet(results / "manifest.parquet")["case_id"]) == ["case_00000", "case_00001"]
+    assert pd.read_csv(results / "skipped.csv", dtype=str).to_dict("records") == [
+        {"case_id": "case_00002", "stage": "listing", "reason": "no case_00002/imaging.nii.gz"}]
+    # With the file back the case is listed, standardized and joins the manifest.
+    sitk.WriteImage(make_image(_body(2)), str(kits / "case_00002" / "imaging.nii.gz"))
+    snakemake("--cores", "2", str(results / "manifest.parquet"), "--configfile", str(config), cwd=workdir)
+    assert sorted(pd.read_parquet(results / "manifest.parquet")["case_id"]) == ["case_00000", "case_00001", "case_00002"]
+    assert pd.read_csv(results / "skipped.csv").empty
 
 
 # The encoder's convolutions carry biases that an InstanceNorm follows: their exact gradient is 0, and

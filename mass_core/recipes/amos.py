@@ -15,7 +15,7 @@ import re
 from functools import partial
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
+from mass_core.datasets import CaseSource, Listing
 from mass_core.recipes.recipe import Recipe
 
 __all__ = ["FIRST_MR_CASE", "RECIPES", "cases"]
@@ -28,7 +28,7 @@ _CLASSES = {1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder", 
             12: "left adrenal gland", 13: "duodenum", 14: "bladder", 15: "prostate/uterus"}
 
 
-def cases(root: Path, modality: str) -> list[CaseSource]:
+def cases(root: Path, modality: str) -> Listing:
     """The training and validation cases of one modality (``CT``: numbers below 500, ``MR``: the rest)."""
     found = []
     for images, labels in (("imagesTr", "labelsTr"), ("imagesVa", "labelsVa")):
@@ -38,7 +38,7 @@ def cases(root: Path, modality: str) -> list[CaseSource]:
                 continue
             label = root / labels / image.name
             found.append(CaseSource(image.name.removesuffix(".nii.gz"), image, label if label.is_file() else None, modality))
-    return found
+    return Listing(found)
 
 
 _LAYOUT = "imagesTr/amos_0001.nii.gz with labelsTr/amos_0001.nii.gz, and imagesVa with labelsVa (the amos22 folder)"

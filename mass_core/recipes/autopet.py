@@ -25,8 +25,8 @@ from datetime import date
 from functools import partial
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
-from mass_core.recipes.recipe import Recipe
+from mass_core.datasets import CaseSource, Listing
+from mass_core.recipes.recipe import Recipe, missing
 
 __all__ = ["RECIPES", "cases", "studies"]
 
@@ -52,21 +52,24 @@ def studies(patient: Path) -> list[Path]:
     return [folder for *_, folder in dated] + undated
 
 
-def cases(root: Path, image_name: str, modality: str, label_on_other_grid: bool) -> list[CaseSource]:
+def cases(root: Path, image_name: str, modality: str, label_on_other_grid: bool) -> Listing:
     """One case ``<patient>_<k>`` per study folder holding ``image_name``, in every ``PETCT_*`` patient folder.
 
-    Studies are numbered before those without the image are left out, so a
-    study has the same number in the CT and the PET dataset.
+    Studies are numbered before those without the image are left out (and
+    named in the listing), so a study has the same number in the CT and the
+    PET dataset.
     """
-    found = []
+    listing = Listing([])
     for patient in sorted(folder for folder in root.glob("PETCT_*") if folder.is_dir()):
         for index, study in enumerate(studies(patient)):
             if not (study / image_name).is_file():
+                listing.skipped.append(missing(f"{patient.name}_{index}", root, study / image_name))
                 continue
             label = study / "SEG.nii.gz"
-            found.append(CaseSource(f"{patient.name}_{index}", study / image_name, label if label.is_file() else None,
-                                    modality, subject=patient.name, label_on_other_grid=label_on_other_grid))
-    return found
+            listing.cases.append(CaseSource(f"{patient.name}_{index}", study / image_name,
+                                            label if label.is_file() else None, modality, subject=patient.name,
+                                            label_on_other_grid=label_on_other_grid))
+    return listing
 
 
 _LAYOUT = "PETCT_<hash>/<MM-DD-YYYY study folder>/{image} with SEG.nii.gz (the FDG-PET-CT-Lesions NIfTI release)"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
+from mass_core.datasets import CaseSource, Listing
 from mass_core.recipes.recipe import Recipe
 
 __all__ = ["DIRECTION", "RECIPE", "cases"]
@@ -34,7 +34,7 @@ def _training_folder(root: Path) -> Path:
     return root
 
 
-def cases(root: Path) -> list[CaseSource]:
+def cases(root: Path) -> Listing:
     """One case per ``img/imgNNNN.nii.gz``, labeled by ``label/labelNNNN.nii.gz``, headers fixed."""
     folder = _training_folder(root)
     found = []
@@ -42,7 +42,7 @@ def cases(root: Path) -> list[CaseSource]:
         case_id = image.name.removesuffix(".nii.gz")
         label = folder / "label" / f"label{case_id.removeprefix('img')}.nii.gz"
         found.append(CaseSource(case_id, image, label if label.is_file() else None, "CT", direction=DIRECTION))
-    return found
+    return Listing(found)
 
 
 RECIPE = Recipe(

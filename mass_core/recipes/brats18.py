@@ -21,8 +21,8 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
-from mass_core.recipes.recipe import Recipe
+from mass_core.datasets import CaseSource, Listing
+from mass_core.recipes.recipe import Recipe, missing
 
 __all__ = ["MODALITIES", "RECIPES", "cases"]
 
@@ -32,23 +32,26 @@ MODALITIES = ("flair", "t1", "t2")
 LABEL_VALUES = ((1, 1), (2, 2), (4, 3))
 
 
-def cases(root: Path, modality: str) -> list[CaseSource]:
+def cases(root: Path, modality: str) -> Listing:
     """One case per subject folder under ``HGG/`` and ``LGG/`` with this modality's image and a segmentation.
 
+    A subject folder lacking either is left out and named in the listing.
     The subject's other modalities that exist join the crop, so its cases
     share a box even where the release lacks one of its files.
     """
-    found = []
-    for folder in sorted(folder for grade in GRADES if (root / grade).is_dir() for folder in (root / grade).iterdir()):
+    listing = Listing([])
+    for folder in sorted(folder for grade in GRADES if (root / grade).is_dir()
+                         for folder in (root / grade).iterdir() if folder.is_dir()):
         images = {name: folder / f"{folder.name}_{name}.nii.gz" for name in MODALITIES}
-        images = {name: path for name, path in images.items() if path.is_file()}
         label = folder / f"{folder.name}_seg.nii.gz"
-        if modality not in images or not label.is_file():
+        absent = [path for path in (images[modality], label) if not path.is_file()]
+        if absent:
+            listing.skipped.append(missing(folder.name, root, *absent))
             continue
-        others = tuple(path for name, path in images.items() if name != modality)
-        found.append(CaseSource(folder.name, images[modality], label, "MR", subject=folder.name,
-                                label_values=LABEL_VALUES, crop_with=others))
-    return found
+        others = tuple(path for name, path in images.items() if name != modality and path.is_file())
+        listing.cases.append(CaseSource(folder.name, images[modality], label, "MR", subject=folder.name,
+                                        label_values=LABEL_VALUES, crop_with=others))
+    return listing
 
 
 RECIPES: dict[str, Recipe] = {

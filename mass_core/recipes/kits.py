@@ -10,22 +10,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
-from mass_core.recipes.recipe import Recipe
+from mass_core.datasets import CaseSource, Listing
+from mass_core.recipes.recipe import Recipe, missing
 
 __all__ = ["RECIPE", "cases"]
 
 
-def cases(root: Path) -> list[CaseSource]:
-    """One case per ``case_*`` folder with an ``imaging.nii.gz``."""
-    found = []
-    for folder in sorted(root.glob("case_*")):
+def cases(root: Path) -> Listing:
+    """One case per ``case_*`` folder with an ``imaging.nii.gz``; folders without one are left out, named."""
+    listing = Listing([])
+    for folder in sorted(path for path in root.glob("case_*") if path.is_dir()):
         image = folder / "imaging.nii.gz"
         if not image.is_file():
+            listing.skipped.append(missing(folder.name, root, image))
             continue
         label = folder / "segmentation.nii.gz"
-        found.append(CaseSource(folder.name, image, label if label.is_file() else None, "CT"))
-    return found
+        listing.cases.append(CaseSource(folder.name, image, label if label.is_file() else None, "CT"))
+    return listing
 
 
 RECIPE = Recipe(

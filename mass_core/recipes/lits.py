@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
+from mass_core.datasets import CaseSource, Listing
 from mass_core.recipes.recipe import Recipe
 
 __all__ = ["FIXED_SPACING", "RECIPE", "cases"]
@@ -28,7 +28,7 @@ FIXED_SPACING = {28: (0.7, 0.7, 2.5), 34: (0.7, 0.7, 2.5)}
 _VOLUME = re.compile(r"volume-(\d+)\.nii(\.gz)?")
 
 
-def cases(root: Path) -> list[CaseSource]:
+def cases(root: Path) -> Listing:
     """One case per ``volume-N.nii[.gz]`` anywhere under ``root``, labeled by ``segmentation-N`` beside it."""
     found = []
     for image in sorted(root.rglob("volume-*")):
@@ -39,7 +39,7 @@ def cases(root: Path) -> list[CaseSource]:
         label = next((path for path in (image.with_name(f"segmentation-{number}.nii{ext}") for ext in ("", ".gz"))
                       if path.is_file()), None)
         found.append(CaseSource(f"volume-{number}", image, label, "CT", spacing=FIXED_SPACING.get(number)))
-    return found
+    return Listing(found)
 
 
 RECIPE = Recipe(

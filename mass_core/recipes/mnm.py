@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mass_core.datasets import CaseSource
-from mass_core.recipes.recipe import Recipe
+from mass_core.datasets import CaseSource, Listing
+from mass_core.recipes.recipe import Recipe, missing
 
 __all__ = ["RECIPE", "cases", "labeled_frames"]
 
@@ -55,27 +55,35 @@ def _frames(path: Path, subject: str, *values: str) -> tuple[int, ...]:
     return tuple(sorted({int(text) for text in texts}))
 
 
-def cases(root: Path) -> list[CaseSource]:
+def cases(root: Path) -> Listing:
     """One case per labeled frame of every subject folder holding ``<id>_sa.nii.gz`` and ``<id>_sa_gt.nii.gz``.
+
+    A subject folder lacking either is left out and named (by subject) in the listing.
 
     Raises:
         ValueError: the frame table is missing or lacks a subject found on disk.
     """
-    folders = [folder for phase in PHASES if (root / phase).is_dir()
-               for folder in sorted((root / phase).iterdir())
-               if all((folder / f"{folder.name}_{name}.nii.gz").is_file() for name in ("sa", "sa_gt"))]
+    listing = Listing([])
+    folders = []
+    for folder in (folder for phase in PHASES if (root / phase).is_dir()
+                   for folder in sorted((root / phase).iterdir()) if folder.is_dir()):
+        absent = [path for path in (folder / f"{folder.name}_{name}.nii.gz" for name in ("sa", "sa_gt"))
+                  if not path.is_file()]
+        if absent:
+            listing.skipped.append(missing(folder.name, root, *absent))
+        else:
+            folders.append(folder)
     if not folders:
-        return []
+        return listing
     frames = labeled_frames(root)
-    found = []
     for folder in folders:
         subject = folder.name
         if subject not in frames:
             raise ValueError(f"{root}: subject {subject!r} ({folder}) has no ED/ES row in the release's CSV")
         image, label = folder / f"{subject}_sa.nii.gz", folder / f"{subject}_sa_gt.nii.gz"
         for index, frame in enumerate(frames[subject]):
-            found.append(CaseSource(f"{subject}_{index}", image, label, "MR", subject=subject, frame=frame))
-    return found
+            listing.cases.append(CaseSource(f"{subject}_{index}", image, label, "MR", subject=subject, frame=frame))
+    return listing
 
 
 RECIPE = Recipe(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
+from mass_core.datasets import CaseSource, Listing
 from mass_core.recipes.recipe import Recipe
 
 __all__ = ["CASE_TABLE", "RECIPE", "STUDIES", "cases"]
@@ -31,14 +31,14 @@ STUDIES = "studies"
 CASE_TABLE = "classes.csv"
 
 
-def cases(root: Path) -> list[CaseSource]:
+def cases(root: Path) -> Listing:
     """One case per series folder ``studies/<study>/<series>/`` (a DICOM series, no label map)."""
     studies = root / STUDIES
     if not studies.is_dir():
-        return []
-    return [CaseSource(series.name, series, None, "CT", subject=study.name)
-            for study in sorted(studies.iterdir()) if study.is_dir()
-            for series in sorted(series for series in study.iterdir() if series.is_dir())]
+        return Listing([])
+    return Listing([CaseSource(series.name, series, None, "CT", subject=study.name)
+                    for study in sorted(studies.iterdir()) if study.is_dir()
+                    for series in sorted(series for series in study.iterdir() if series.is_dir())])
 
 
 RECIPE = Recipe(

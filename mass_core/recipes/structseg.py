@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
-from mass_core.recipes.recipe import Recipe
+from mass_core.datasets import CaseSource, Listing
+from mass_core.recipes.recipe import Recipe, missing
 
 __all__ = ["RECIPES", "cases"]
 
@@ -23,14 +23,19 @@ def _nifti(folder: Path, stem: str) -> Path | None:
     return next((path for path in (folder / f"{stem}.nii.gz", folder / f"{stem}.nii") if path.is_file()), None)
 
 
-def cases(root: Path) -> list[CaseSource]:
-    """One case per numbered folder holding a ``data.nii[.gz]``, labeled by ``label.nii[.gz]``."""
-    found = []
+def cases(root: Path) -> Listing:
+    """One case per numbered folder holding a ``data.nii[.gz]``, labeled by ``label.nii[.gz]``.
+
+    A numbered folder without the image is left out and named in the listing.
+    """
+    listing = Listing([])
     for folder in sorted(path for path in root.iterdir() if path.is_dir() and path.name.isdigit()):
         image = _nifti(folder, "data")
-        if image is not None:
-            found.append(CaseSource(folder.name, image, _nifti(folder, "label"), "CT"))
-    return found
+        if image is None:
+            listing.skipped.append(missing(folder.name, root, folder / "data.nii.gz", folder / "data.nii"))
+            continue
+        listing.cases.append(CaseSource(folder.name, image, _nifti(folder, "label"), "CT"))
+    return listing
 
 
 _LAYOUT = "one numbered folder per patient holding data.nii.gz and label.nii.gz (the task's HaN_OAR or Thoracic_OAR folder)"

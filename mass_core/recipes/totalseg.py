@@ -24,8 +24,8 @@ import os
 from functools import partial
 from pathlib import Path
 
-from mass_core.datasets import CaseSource
-from mass_core.recipes.recipe import Recipe
+from mass_core.datasets import CaseSource, Listing
+from mass_core.recipes.recipe import Recipe, missing
 
 __all__ = ["CT_STRUCTURES", "MR_STRUCTURES", "RECIPES", "cases"]
 
@@ -69,25 +69,34 @@ MR_STRUCTURES = (
 _MASK_SUFFIX = ".nii.gz"
 
 
-def cases(root: Path, image_name: str, modality: str, structures: tuple[str, ...]) -> list[CaseSource]:
+def cases(root: Path, image_name: str, modality: str, structures: tuple[str, ...]) -> Listing:
     """One case per ``sNNNN`` folder holding ``image_name``; its structure masks become label parts.
+
+    A folder without ``image_name`` is left out and named in the listing.
 
     Raises:
         ValueError: a case's ``segmentations`` folder holds masks, but none of
-            a structure in the table (another release's naming).
+            a structure in the table (another release's naming): every case
+            would lose its labels, so listing stops rather than skip them.
     """
-    found = []
-    for folder in sorted(path for path in root.glob("s*") if (path / image_name).is_file()):
+    listing = Listing([])
+    for folder in sorted(path for path in root.glob("s*") if path.is_dir()):
+        if not (folder / image_name).is_file():
+            listing.skipped.append(missing(folder.name, root, folder / image_name))
+            continue
         masks = folder / "segmentations"
         present = {entry.name for entry in os.scandir(masks)} if masks.is_dir() else set()
         parts = tuple((class_id, masks / f"{name}{_MASK_SUFFIX}")
                       for class_id, name in enumerate(structures, start=1) if f"{name}{_MASK_SUFFIX}" in present)
-        if not parts and any(name.endswith(_MASK_SUFFIX) for name in present):
-            raise ValueError(f"case {folder.name!r}: none of the {len(present)} files in {masks} is a mask of a "
-                             f"TotalSegmentator {modality} structure (e.g. {structures[0]}{_MASK_SUFFIX}); "
+        unknown = sorted(name for name in present if name.endswith(_MASK_SUFFIX))
+        if not parts and unknown:
+            raise ValueError(f"case {folder.name!r}: none of the {len(unknown)} mask files in {masks} is a "
+                             f"TotalSegmentator {modality} structure (found {', '.join(unknown[:3])}"
+                             f"{', ...' if len(unknown) > 3 else ''}; expected the v2 class names, e.g. "
+                             f"{', '.join(name + _MASK_SUFFIX for name in structures[:3])}); "
                              "this recipe reads the release's v2 naming")
-        found.append(CaseSource(folder.name, folder / image_name, None, modality, label_parts=parts))
-    return found
+        listing.cases.append(CaseSource(folder.name, folder / image_name, None, modality, label_parts=parts))
+    return listing
 
 
 def _recipe(image_name: str, modality: str, structures: tuple[str, ...]) -> Recipe:

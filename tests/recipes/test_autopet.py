@@ -50,8 +50,8 @@ def test_the_pet_grid_mask_is_resampled_onto_the_ct(release):
 def test_a_patient_lands_in_one_split_in_both_datasets(tmp_path):
     release = tmp_path / "FDG-PET-CT-Lesions"
     mimic_autopet.write(release)
-    # One CT file is unreadable (its case is skipped) and one missing (no case), in the CT dataset
-    # only: study numbers stay, and no patient moves.
+    # One CT file is unreadable (its case is skipped) and one missing (no case; the listing names it), in
+    # the CT dataset only: study numbers stay, and no patient moves.
     studies = mimic_autopet.STUDIES["PETCT_86153b2974"]
     (release / "PETCT_86153b2974" / studies[1] / "CT.nii.gz").write_bytes(b"broken")
     (release / "PETCT_86153b2974" / studies[2] / "CT.nii.gz").unlink()

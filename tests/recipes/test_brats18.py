@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 import mimic_brats18
-from mass_core.datasets import class_names, list_cases
+from mass_core.datasets import SkippedCase, class_names, list_cases, list_dataset
 from mass_core.standardize import StandardizeParams, run_standardize, standardize_case
 
 PARAMS = StandardizeParams(spacing_mm=(1.0, 1.0, 1.0), margin_mm=0.0)
@@ -70,6 +70,8 @@ def test_a_missing_modality_drops_its_case_and_leaves_the_crop(tmp_path):
     mimic_brats18.write(root)
     (root / "LGG" / "Brats18_2013_0_1" / "Brats18_2013_0_1_t2.nii.gz").unlink()
     assert "Brats18_2013_0_1" not in [c.case_id for c in _cases(root, "brats18_t2")]
+    assert list_dataset({"recipe": "brats18_t2", "root": str(root)}).skipped == [
+        SkippedCase("Brats18_2013_0_1", "no LGG/Brats18_2013_0_1/Brats18_2013_0_1_t2.nii.gz")]
     flair = next(c for c in _cases(root, "brats18_flair") if c.case_id == "Brats18_2013_0_1")
     assert [p.name for p in flair.crop_with] == ["Brats18_2013_0_1_t1.nii.gz"]
     assert run_standardize(flair, tmp_path / "flair", PARAMS, on_error="fail")["status"] == "ok"

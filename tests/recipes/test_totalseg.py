@@ -60,9 +60,19 @@ def test_totalseg_mr_reads_mri_with_mr_ids(release, tmp_path):
         list_cases({"recipe": "totalseg_ct", "root": str(release / "mr")})
 
 
-def test_totalseg_masks_of_another_naming_are_an_error(tmp_path):
+def test_totalseg_masks_of_another_naming_are_an_error_naming_them(tmp_path):
+    # A case whose masks all carry unknown names would otherwise become an unlabeled case.
     folder = tmp_path / "s0009"
     write_volume(np.zeros((4, 4, 4), np.int16), folder / "ct.nii.gz")
-    write_volume(np.zeros((4, 4, 4), np.uint8), folder / "segmentations" / "Liver.nii.gz")
-    with pytest.raises(ValueError, match=r"case 's0009': none of the 1 files .* is a mask of a TotalSegmentator CT"):
+    for name in ("Liver", "Spleen", "Aorta", "Heart"):
+        write_volume(np.zeros((4, 4, 4), np.uint8), folder / "segmentations" / f"{name}.nii.gz")
+    (folder / "segmentations" / "notes.txt").write_text("not a mask")
+    with pytest.raises(ValueError, match=r"^case 's0009': none of the 4 mask files in .*s0009/segmentations is a "
+                                         r"TotalSegmentator CT structure \(found Aorta\.nii\.gz, Heart\.nii\.gz, "
+                                         r"Liver\.nii\.gz, \.\.\.; expected the v2 class names, e\.g\. spleen\.nii\.gz, "
+                                         r"kidney_right\.nii\.gz, kidney_left\.nii\.gz\); this recipe reads the release's v2 naming$"):
         list_cases({"recipe": "totalseg_ct", "root": str(tmp_path)})
+    # One known structure among them is enough: the unknown files are just not read.
+    write_volume(np.zeros((4, 4, 4), np.uint8), folder / "segmentations" / "liver.nii.gz")
+    (case,) = list_cases({"recipe": "totalseg_ct", "root": str(tmp_path)})
+    assert [path.name for _, path in case.label_parts] == ["liver.nii.gz"]

@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 from mass_core import slurm_resources
 from mass_core.config_errors import config_error, dataset_selection
-from mass_core.datasets import class_names, list_cases, with_data_root
+from mass_core.datasets import class_names, list_dataset, with_data_root
 from mass_core.evaluate.aggregate import TABLES
 from mass_core.evaluate.paper_tables import PAPER_TABLES
 from mass_core.evaluate.subsets import Budget, finetune_seeds, study_budgets
@@ -70,11 +70,10 @@ wildcard_constraints:
     case=r"[^/]+",
 
 
-def _dataset_cases(name):
-    return {case.case_id: case for case in _or_exit(f"dataset {name!r}: ", list_cases, DATASETS[name])}
-
-
-CASES = {name: _dataset_cases(name) for name in DATASETS}
+LISTINGS = {name: _or_exit(f"dataset {name!r}: ", list_dataset, spec) for name, spec in DATASETS.items()}
+CASES = {name: {case.case_id: case for case in listing.cases} for name, listing in LISTINGS.items()}
+# Per dataset: case folder -> why the listing left it out (a recipe's missing file).
+LEFT_OUT = {name: {row.case_id: row.reason for row in listing.skipped} for name, listing in LISTINGS.items()}
 # Per dataset: the standardize section with the dataset's own values over it.
 STANDARDIZE = {
     name: _or_exit(
@@ -102,6 +101,16 @@ def standardize_inputs(wildcards):
 
 def standardized_metas(wildcards):
     return [f"{RESULTS}/{wildcards.dataset}/standardized/{cid}/meta.json" for cid in CASES[wildcards.dataset]]
+
+
+def case_metas(wildcards):
+    """The standardized cases' meta.json and those of the case folders the listing left out (usually none)."""
+    left_out = [f"{RESULTS}/{wildcards.dataset}/listing/{cid}/meta.json" for cid in LEFT_OUT[wildcards.dataset]]
+    return standardized_metas(wildcards) + left_out
+
+
+def listing_reason(wildcards):
+    return LEFT_OUT[wildcards.dataset][wildcards.case]
 
 
 def case_table(wildcards):

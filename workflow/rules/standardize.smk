@@ -16,9 +16,27 @@ rule standardize:
         "../scripts/standardize.py"
 
 
+# A case folder the listing left out (a recipe's missing file) gets a skipped
+# meta.json, so that the manifest lists it in skipped.csv like a case that
+# standardize skipped; datasets without one plan no such job.
+rule listing_skipped:
+    output:
+        meta=f"{RESULTS}/{{dataset}}/listing/{{case}}/meta.json",
+    params:
+        reason=listing_reason,
+    log:
+        "logs/listing_skipped/{dataset}/{case}.log",
+    # One small file: run where Snakemake runs, not as a cluster job.
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/listing_skipped.py"
+
+
 rule manifest:
     input:
-        metas=standardized_metas,
+        metas=case_metas,
         table=case_table,
     output:
         manifest=f"{RESULTS}/{{dataset}}/manifest.parquet",
