@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "any_rank", "mean_over_ranks", "setup_distributed", "teardown_distributed"]
+__all__ = ["DistEnv", "any_rank", "in_process_group", "mean_over_process_group", "mean_over_ranks", "setup_distributed", "teardown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +90,20 @@ def mean_over_ranks(values: Mapping[str, float], env: DistEnv) -> dict[str, floa
     total = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=env.device)
     dist.all_reduce(total)
     return {k: v / env.world_size for k, v in zip(keys, total.tolist())}
+
+
+def in_process_group() -> bool:
+    """True in a run of several processes (torch.distributed initialised with more than one)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def mean_over_process_group(value: torch.Tensor) -> torch.Tensor:
+    """``value``'s element-wise mean over the processes, detached (a collective: every rank must call it).
+
+    For losses whose denominators are counts that vary between the ranks'
+    batches: dividing by the counts' mean makes DDP's average of the ranks'
+    gradients the gradient of the global batch's mean.
+    """
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()

@@ -10,11 +10,19 @@ Absent masks: a mask whose query target is empty still counts in the BCE term
 (it teaches "there is nothing to segment here"), but not in the Tversky term,
 which is undefined (0/0) for an empty target and would push towards 1 for any
 false positive voxel. Masks with ``valid = 0`` (padding slots) count nowhere.
+
+Several processes (DDP): each rank's batch has its own numbers of present and
+valid masks, so per-rank means, averaged by DDP, would weight the masks of
+sparse ranks up. Given ``mean_over_ranks``, the two means divide by the counts'
+mean over the ranks instead: each rank's loss is then its share of the global
+batch's mean times the number of ranks, DDP's average of their gradients is
+the gradient of that mean, and the average of their losses is its value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -91,12 +99,14 @@ def tversky_loss(probs: torch.Tensor, targets: torch.Tensor, alpha: torch.Tensor
     return 1 - index
 
 
-def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    # An all-zero weight gives 0 (with a gradient path) rather than NaN.
-    return (values * weights).sum() / weights.sum().clamp_min(1)
+def _nonzero(counts: torch.Tensor) -> torch.Tensor:
+    # An all-zero weight gives 0 (with a gradient path) rather than NaN. Not clamp_min(1): the
+    # counts' mean over ranks may lie in (0, 1); on one process the two agree (counts are whole).
+    return torch.where(counts > 0, counts, torch.ones_like(counts))
 
 
-def mass_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, alpha_range: tuple[float, float] = (0.2, 0.8)) -> LossTerms:
+def mass_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, alpha_range: tuple[float, float] = (0.2, 0.8),
+              mean_over_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None) -> LossTerms:
     """Adaptive Tversky + BCE (1:1) of K mask predictions.
 
     Args:
@@ -104,6 +114,9 @@ def mass_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, 
         targets: ``(B, K, X, Y, Z)`` binary query targets (empty = mask absent from the query).
         valid: ``(B, K)`` bool or {0, 1}; 0 excludes a mask (padding slot) entirely.
         alpha_range: clamp range of the adaptive alpha.
+        mean_over_ranks: in a run of several processes, maps this rank's ``(present, valid)``
+            mask counts to their mean over the ranks (a collective, e.g.
+            :func:`~mass_core.pretrain.distributed.mean_over_process_group`); ``None``: one process.
 
     Returns:
         :class:`LossTerms`; computed in float32 whatever the autocast dtype.
@@ -127,11 +140,15 @@ def mass_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, 
     present = (targets.sum(dims) > 0).float() * valid
     tversky = tversky_loss(probs, targets, adaptive_alpha(probs, targets, *alpha_range))
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dims)
-    tversky_mean = _masked_mean(tversky, present)
-    bce_mean = _masked_mean(bce, valid)
+    counts = torch.stack([present.sum(), valid.sum()]).detach()
+    if mean_over_ranks is not None:
+        counts = mean_over_ranks(counts)
+    present_count, valid_count = _nonzero(counts)
+    tversky_mean = (tversky * present).sum() / present_count
+    bce_mean = (bce * valid).sum() / valid_count
     return LossTerms(
         total=tversky_mean + bce_mean,
         tversky=tversky_mean,
         bce=bce_mean,
-        present_fraction=(present.sum() / valid.sum().clamp_min(1)).detach(),
+        present_fraction=counts[0] / valid_count,
     )

@@ -20,6 +20,7 @@ import torch
 from mass_core.config_section import from_section
 from mass_core.models.incontext import InContextConfig, InContextSegmenter
 from mass_core.pretrain.augment import warp_query
+from mass_core.pretrain.distributed import in_process_group, mean_over_process_group
 from mass_core.pretrain.heldout import HeldOutCheck, HeldOutConfig
 from mass_core.pretrain.losses import mass_loss
 from mass_core.pretrain.sampler import CaseArrays, CaseSource, SamplerConfig, TaskSampler
@@ -153,5 +154,7 @@ class MassTask(PretextTask):
 
     def compute_loss(self, model: torch.nn.Module, batch: MassBatch) -> dict[str, torch.Tensor]:
         logits = model(batch.query, batch.reference, batch.reference_masks)
-        return mass_loss(logits, batch.targets, batch.valid, self.config.alpha_range).as_dict()
+        # Under DDP the loss divides by the global batch's mask counts (see mass_loss).
+        mean_over_ranks = mean_over_process_group if in_process_group() else None
+        return mass_loss(logits, batch.targets, batch.valid, self.config.alpha_range, mean_over_ranks).as_dict()
 

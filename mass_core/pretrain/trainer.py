@@ -65,8 +65,8 @@ class TrainConfig:
         steps: optimiser steps in total (the paper: 100k).
         batch_size: samples per optimiser step over all processes (the global batch; the paper:
             4 tasks of 13 masks). Each of N processes draws ``batch_size / N`` of them, so a
-            run gives the same weights whatever the number of processes (up to float rounding,
-            for losses that are means over samples); N must divide it.
+            run gives the same weights whatever the number of processes (up to float rounding;
+            MASS divides its loss by the global batch's mask counts); N must divide it.
         lr: peak learning rate of the one-cycle schedule (the paper: 2e-3).
         warmup_fraction: share of the steps spent warming up (the paper: 0.05).
         optimizer: ``"lamb"`` (the paper's) or ``"adamw"``.

@@ -93,3 +93,45 @@ def test_bad_shapes():
         mass_loss(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4), torch.ones(2))
     with pytest.raises(ValueError, match="low and high"):
         adaptive_alpha(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), 0.9, 0.1)
+
+
+def _halves_gradient(logits, targets, valid, mean_over_ranks) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 'ranks' holding the two halves of the batch: the mean of their losses and of their gradients, as DDP takes them."""
+    totals, grads = [], []
+    for half in (slice(0, 2), slice(2, 4)):
+        x = logits[half].clone().requires_grad_(True)
+        total = mass_loss(x, targets[half], valid[half], mean_over_ranks=mean_over_ranks).total
+        total.backward()
+        totals.append(total.detach())
+        grads.append(x.grad)
+    return sum(totals) / 2, torch.cat(grads) / 2
+
+
+def test_two_ranks_with_the_global_counts_give_the_gradient_of_the_whole_batch():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 3, 5, 5, 5, generator=g)
+    targets = (torch.rand(4, 3, 5, 5, 5, generator=g) > 0.6).float()
+    targets[1, 1:] = 0
+    targets[2] = 0
+    valid = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 0]], dtype=torch.bool)
+    whole = logits.clone().requires_grad_(True)
+    reference = mass_loss(whole, targets, valid).total
+    reference.backward()
+
+    recorded = []
+
+    def record(counts: torch.Tensor) -> torch.Tensor:
+        recorded.append(counts)
+        return counts
+
+    for half in (slice(0, 2), slice(2, 4)):
+        mass_loss(logits[half], targets[half], valid[half], mean_over_ranks=record)
+    # (present, valid) masks per half: the all-reduce gives each rank their mean.
+    assert [c.tolist() for c in recorded] == [[4.0, 6.0], [2.0, 3.0]]
+    mean = (recorded[0] + recorded[1]) / 2
+    total, grad = _halves_gradient(logits, targets, valid, lambda counts: mean)
+    torch.testing.assert_close(total, reference.detach(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad, whole.grad, rtol=1e-5, atol=1e-9)
+    # Each rank dividing by its own counts weights the masks of the sparser half up.
+    total, grad = _halves_gradient(logits, targets, valid, None)
+    assert not torch.allclose(grad, whole.grad, rtol=1e-2, atol=1e-6)

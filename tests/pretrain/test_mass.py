@@ -25,6 +25,7 @@ from mass_core.pretrain.synthetic import synthetic_case, write_synthetic_dataset
 from mass_core.pretrain.trainer import TrainConfig, train
 
 from phantom_data import phantom_with_proposals
+from replicas import assert_weights_close, gradient_free
 
 REPO = Path(__file__).resolve().parents[2]
 NO_AUGMENTATION = {
@@ -158,21 +159,38 @@ def test_pretraining_learns_in_context_segmentation_of_unseen_phantom_cases(phan
 
 @pytest.mark.slow
 def test_ddp_with_two_processes_matches_one_process_with_the_same_global_batch(dataset, tmp_path, tiny_sections):
-    def run(out, batch_size, launcher):
-        config = {"pretrain": {"train": {"steps": 4, "batch_size": batch_size, "lr": 5e-3, "checkpoint_every": 2, "log_every": 2, "device": "cpu"}, **tiny_sections}}
-        (tmp_path / f"{out}.yaml").write_text(yaml.safe_dump(config))
+    steps = 8
+
+    def run(out, launcher):
+        train = {"steps": steps, "batch_size": 2, "checkpoint_every": steps, "log_every": 1, "device": "cpu"}
+        (tmp_path / f"{out}.yaml").write_text(yaml.safe_dump({"pretrain": {"train": train, **tiny_sections}}))
         args = ["-m", "mass_core.pretrain", "--method", "mass", "--manifest", str(dataset.manifest), "--proposals", str(dataset.proposals_root)]
         command = [sys.executable, *launcher, *args, "--out", str(tmp_path / out), "--config", str(tmp_path / f"{out}.yaml")]
         done = subprocess.run(command, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-        return torch.load(tmp_path / out / "final.pt", weights_only=True)["model"]
+        return load_checkpoint(tmp_path / out / "final.pt", "mass"), pd.read_csv(tmp_path / out / "metrics.csv")
 
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    ddp, single = run("ddp", 2, torchrun), run("single", 2, [])
-    torch.manual_seed(0)
-    initial = InContextSegmenter(MassConfig.from_config(tiny_sections["encoder"], tiny_sections["mass"]).model).state_dict()
-    # Same initialisation, same samples, averaged gradients: the runs move the weights the same way.
-    # (Not bit for bit: each rank averages its loss over its own masks.)
-    moved = torch.cat([(single[k] - initial[k]).flatten() for k in single]).norm()
-    apart = torch.cat([(ddp[k] - single[k]).flatten() for k in single]).norm()
-    assert apart < 0.25 * moved, (apart, moved)
+    (ddp, ddp_metrics), (single, single_metrics) = run("ddp", torchrun), run("single", [])
+    # Each rank draws one of the single process's two tasks per step (by seed, step and global index);
+    # where their numbers of present masks differ, only the global counts as denominators give the
+    # single process's gradient (a per-rank mean: logged losses 8e-3 apart). Logged values are the global batch's.
+    for key in ("loss", "tversky", "bce", "present_fraction"):
+        np.testing.assert_allclose(ddp_metrics[key], single_metrics[key], rtol=0, atol=1e-5, err_msg=key)
+    g = torch.Generator().manual_seed(0)
+    query, reference = torch.randn(2, 2, 1, 16, 16, 16, generator=g)
+    masks = (torch.rand(2, 3, 16, 16, 16, generator=g) > 0.7).float()
+    nets = {}
+    for name, checkpoint in (("ddp", ddp), ("single", single)):
+        for weights in ("model", "ema"):
+            nets[name, weights] = InContextSegmenter(InContextConfig.from_dict(checkpoint.model_config)).eval()
+            nets[name, weights].load_state_dict(getattr(checkpoint, weights))
+    # Weights with no exact gradient (biases a normalisation follows) drift apart; the outputs cover them.
+    drifting = gradient_free(nets["single", "model"], query, reference, masks)
+    assert any(key.startswith("encoder.") for key in drifting) and any(key.startswith("pixel_decoder.") for key in drifting)
+    for weights in ("model", "ema"):
+        assert_weights_close(getattr(ddp, weights), getattr(single, weights), 1e-5, weights, drifting)
+        with torch.no_grad():
+            outputs = [nets[name, weights](query, reference, masks) for name in ("ddp", "single")]
+        # Outputs of size ~2 agree to ~1e-5 (a per-rank mean of the loss: ~1e-2 on the online weights).
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=5e-5)
